@@ -1,0 +1,213 @@
+"""Configuration shared by the watcher and the workers.
+
+Every setting comes from an environment variable with the ``POD_MONITOR_``
+prefix (``POD_MONITOR_REDIS_URL``, ``POD_MONITOR_KAFKA_TOPIC``, ...). An
+invalid value fails at start with a message that names the variable, because
+a service that starts with a bad setting fails later, and less clearly.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "POD_MONITOR_"
+
+# A label key is an optional DNS subdomain prefix and a name of at most 63
+# characters, as Kubernetes validates it (apimachinery's IsQualifiedName).
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+
+
+def _check_label_key(value: str) -> str:
+    if not _LABEL_KEY.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes label or annotation key")
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+
+#: Waiting reasons after which a pending container will not start by itself.
+#: Airflow's KubernetesExecutor and Tekton treat these as fatal.
+DEFAULT_FATAL_WAITING_REASONS = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+)
+
+
+class PodSelection(BaseSettings):
+    """Which pods are execution pods and where their execution id is."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    #: Label selector, in the API server's syntax, that picks execution pods.
+    label_selector: str = "app.kubernetes.io/managed-by=pod-monitor-executions"
+    #: Label that carries the execution id.
+    execution_id_label: LabelKey = "pod-monitor.io/execution-id"
+    #: Annotation read when the label is missing, because label values are
+    #: limited to 63 characters and some execution ids are longer.
+    execution_id_annotation: LabelKey = "pod-monitor.io/execution-id"
+    #: Annotation naming the container that runs the runner; without it the
+    #: first container of the pod is the execution's container.
+    container_annotation: LabelKey = "pod-monitor.io/container"
+    #: Namespaces to watch; empty means all namespaces.
+    namespaces: list[str] = Field(default_factory=list)
+
+    @field_validator("label_selector")
+    @classmethod
+    def _selector_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "an empty label selector would select every pod in the cluster; "
+                "set a selector that matches only execution pods"
+            )
+        return value.strip()
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        # Accept "a,b" as well as the JSON list pydantic-settings expects.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class Policy(BaseSettings):
+    """How long the monitor waits before it decides a pod has failed."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    #: Seconds a pending pod may stay on a fatal waiting reason before the
+    #: execution fails; image pulls recover from short registry outages.
+    pending_grace_seconds: float = Field(default=120.0, ge=0)
+    fatal_waiting_reasons: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FATAL_WAITING_REASONS)
+    )
+    #: Seconds a started pod on a node that stopped reporting (Ready is
+    #: Unknown) may stay before the execution fails as node lost.
+    node_lost_grace_seconds: float = Field(default=300.0, ge=0)
+
+    @field_validator("fatal_waiting_reasons", mode="before")
+    @classmethod
+    def _split_reasons(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class BrokerSettings(BaseSettings):
+    """The Celery broker, which also stores the watcher's checkpoint."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Seconds before Redis redelivers an unacknowledged task. It must exceed
+    #: the longest task, or a slow task runs twice.
+    visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    #: Seconds one connection attempt to Redis may take, so that sending a
+    #: task with the broker down fails in bounded time.
+    redis_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"{value!r} is not a Redis URL; expected redis://HOST:PORT/DB"
+            )
+        return value
+
+
+class KafkaSettings(BaseSettings):
+    """The Kafka topic that receives execution events."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "execution-events"
+    #: Largest event in bytes, value and headers included. Keep it at or
+    #: below the topic's max.message.bytes (broker default 1048588) and the
+    #: producer's message.max.bytes (librdkafka default 1000000).
+    max_event_bytes: int = Field(default=1_000_000, ge=16_384)
+    #: Seconds librdkafka keeps trying to deliver one event before it
+    #: reports a failure and the task retries.
+    delivery_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Extra librdkafka properties as JSON, for security settings and tuning.
+    extra_config: dict[str, str] = Field(default_factory=dict)
+    #: CloudEvents ``source`` attribute of every event.
+    event_source: str = "pod-monitor"
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+            raise ValueError(
+                f"{value!r} is not a valid Kafka topic name "
+                "(1 to 249 characters of letters, digits, '.', '_' and '-')"
+            )
+        return value
+
+
+class LogSettings(BaseSettings):
+    """How the workers read container logs."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "LOG_", extra="ignore")
+
+    #: Most bytes of a container log read through the API server. A runner
+    #: report with both streams at their cap fits well below this.
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Socket timeout in seconds for one log read.
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of the Celery workers and Beat."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    #: Seconds between two reconciliations scheduled by Beat.
+    reconcile_interval_seconds: float = Field(default=300.0, ge=10)
+    #: Days the per-execution state of a finished execution is kept.
+    state_retention_days: float = Field(default=7.0, gt=0)
+    #: Seconds one task may hold the lock of an execution.
+    execution_lock_seconds: float = Field(default=120.0, ge=5)
+
+
+@functools.cache
+def pod_selection() -> PodSelection:
+    return PodSelection()
+
+
+@functools.cache
+def policy() -> Policy:
+    return Policy()
+
+
+@functools.cache
+def broker() -> BrokerSettings:
+    return BrokerSettings()
+
+
+@functools.cache
+def kafka() -> KafkaSettings:
+    return KafkaSettings()
+
+
+@functools.cache
+def logs() -> LogSettings:
+    return LogSettings()
+
+
+@functools.cache
+def worker() -> WorkerSettings:
+    return WorkerSettings()
