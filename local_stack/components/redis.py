@@ -1,0 +1,70 @@
+"""Redis, the Celery broker and result backend, without persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis as redis_client
+
+from local_stack import build
+from local_stack.components.base import Component
+from local_stack.config import HOST
+
+
+class Redis(Component):
+    """Debian's redis-server on loopback, keeping data only in memory."""
+
+    name = "redis"
+    stop_timeout = 10.0
+
+    @property
+    def ports(self) -> Sequence[int]:
+        """Client port."""
+        return (self.config.redis_port,)
+
+    def check_prerequisites(self) -> None:
+        """Require redis-server on PATH."""
+        build.require_tool(
+            "redis-server",
+            "run the Celery broker",
+            "Install it with `apt-get update && apt-get install -y redis-server`.",
+        )
+
+    def command(self) -> Sequence[str]:
+        """Return redis-server's argv."""
+        return [
+            "redis-server",
+            "--port",
+            str(self.config.redis_port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            # Evicting a queue key would silently drop Celery messages.
+            "--maxmemory-policy",
+            "noeviction",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+        ]
+
+    def owns_cmdline(self, cmdline: str) -> bool:
+        """Match redis-server, which rewrites its title to "ADDRESS:PORT"."""
+        return "redis-server" in cmdline and f":{self.config.redis_port}" in cmdline
+
+    def check_health(self) -> str | None:
+        """Send PING and expect PONG."""
+        client = redis_client.Redis(
+            host=HOST, port=self.config.redis_port, socket_timeout=2
+        )
+        try:
+            if not client.ping():
+                return "PING returned no PONG"
+        except redis_client.RedisError as error:
+            return f"PING failed: {error}"
+        finally:
+            client.close()
+        return None
