@@ -1,0 +1,1 @@
+"""The reconciliation task; see ``tasks.reconciling`` for what it repairs."""
