@@ -9,11 +9,12 @@ a service that starts with a bad setting fails later, and less clearly.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "POD_MONITOR_"
 
@@ -30,6 +31,16 @@ def _check_label_key(value: str) -> str:
 
 
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+
+
+def _split_list(value: object) -> object:
+    # Environment variables hold lists as "a,b" or as a JSON array.
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
 
 #: Waiting reasons after which a pending container will not start by itself.
 #: Airflow's KubernetesExecutor and Tekton treat these as fatal.
@@ -61,7 +72,7 @@ class PodSelection(BaseSettings):
     #: first container of the pod is the execution's container.
     container_annotation: LabelKey = "pod-monitor.io/container"
     #: Namespaces to watch; empty means all namespaces.
-    namespaces: list[str] = Field(default_factory=list)
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("label_selector")
     @classmethod
@@ -77,9 +88,7 @@ class PodSelection(BaseSettings):
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         # Accept "a,b" as well as the JSON list pydantic-settings expects.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _split_list(value)
 
 
 class Policy(BaseSettings):
@@ -90,7 +99,7 @@ class Policy(BaseSettings):
     #: Seconds a pending pod may stay on a fatal waiting reason before the
     #: execution fails; image pulls recover from short registry outages.
     pending_grace_seconds: float = Field(default=120.0, ge=0)
-    fatal_waiting_reasons: list[str] = Field(
+    fatal_waiting_reasons: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_FATAL_WAITING_REASONS)
     )
     #: Seconds a started pod on a node that stopped reporting (Ready is
@@ -100,9 +109,7 @@ class Policy(BaseSettings):
     @field_validator("fatal_waiting_reasons", mode="before")
     @classmethod
     def _split_reasons(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _split_list(value)
 
 
 class BrokerSettings(BaseSettings):

@@ -1,0 +1,68 @@
+"""Validation of the settings shared by the watcher and the workers."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.settings import BrokerSettings, KafkaSettings, PodSelection, Policy
+
+
+def test_namespaces_accept_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_NAMESPACES", "runs, batch ,")
+
+    assert PodSelection().namespaces == ["runs", "batch"]
+
+
+def test_empty_selector_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_LABEL_SELECTOR", "  ")
+
+    with pytest.raises(ValidationError, match="empty label selector"):
+        PodSelection()
+
+
+def test_invalid_label_key_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_EXECUTION_ID_LABEL", "not a key!")
+
+    with pytest.raises(ValidationError, match="execution_id_label"):
+        PodSelection()
+
+
+def test_invalid_topic_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_KAFKA_TOPIC", "bad topic")
+
+    with pytest.raises(ValidationError, match="not a valid Kafka topic name"):
+        KafkaSettings()
+
+
+def test_non_redis_url_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_REDIS_URL", "http://localhost:6379")
+
+    with pytest.raises(ValidationError, match="not a Redis URL"):
+        BrokerSettings()
+
+
+def test_short_visibility_timeout_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_VISIBILITY_TIMEOUT_SECONDS", "5")
+
+    with pytest.raises(ValidationError, match="visibility_timeout_seconds"):
+        BrokerSettings()
+
+
+def test_negative_grace_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_PENDING_GRACE_SECONDS", "-1")
+
+    with pytest.raises(ValidationError, match="pending_grace_seconds"):
+        Policy()
+
+
+def test_fatal_reasons_accept_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_FATAL_WAITING_REASONS", "ErrImagePull,Foo")
+
+    assert Policy().fatal_waiting_reasons == ["ErrImagePull", "Foo"]
+
+
+def test_kafka_extra_config_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_KAFKA_EXTRA_CONFIG", '{"security.protocol": "SSL"}')
+
+    assert KafkaSettings().extra_config == {"security.protocol": "SSL"}

@@ -1,0 +1,119 @@
+"""Cutting output so that every terminal event fits one Kafka message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks.events import (
+    CapturedOutput,
+    EventType,
+    ExecutionCompletedEvent,
+    PodRef,
+    TerminalReason,
+    event_id,
+)
+from tasks.sizing import HEADROOM_BYTES, fit_event
+
+NOW = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+LIMIT = 64 * 1024
+
+
+def completed(stdout: bytes, stderr: bytes = b"") -> ExecutionCompletedEvent:
+    return ExecutionCompletedEvent(
+        event_id=event_id("uid-1", EventType.COMPLETED),
+        execution_id="exec-1",
+        pod=PodRef(namespace="runs", name="p", uid="uid-1"),
+        occurred_at=NOW,
+        observed_at=NOW,
+        reason=TerminalReason.COMPLETED,
+        exit_code=0,
+        stdout=CapturedOutput.from_bytes(stdout),
+        stderr=CapturedOutput.from_bytes(stderr),
+    )
+
+
+def size(event: ExecutionCompletedEvent) -> int:
+    return len(event.model_dump_json().encode())
+
+
+def test_small_event_unchanged() -> None:
+    event = completed(b"hello\n")
+
+    assert fit_event(event, LIMIT) is event
+
+
+def test_large_text_cut_and_flagged() -> None:
+    event = completed(b"x" * 200_000)
+
+    fitted = fit_event(event, LIMIT)
+
+    assert size(fitted) <= LIMIT - HEADROOM_BYTES
+    assert fitted.stdout.truncated is True
+    assert fitted.stdout.original_size_bytes == 200_000
+    assert fitted.stdout.to_bytes() == b"x" * fitted.stdout.size_bytes
+    assert fitted.stdout.size_bytes > LIMIT // 2
+
+
+def test_cut_text_stays_valid_utf8() -> None:
+    event = completed("é€😀".encode() * 40_000)
+
+    fitted = fit_event(event, LIMIT)
+
+    assert fitted.stdout.encoding == "utf-8"
+    assert "é€😀".encode().startswith(fitted.stdout.to_bytes()[:3])
+    fitted.stdout.to_bytes().decode("utf-8")
+
+
+def test_escaped_text_fits() -> None:
+    # Control characters take six bytes each in JSON.
+    event = completed(b"\x01" * 100_000)
+
+    fitted = fit_event(event, LIMIT)
+
+    assert size(fitted) <= LIMIT - HEADROOM_BYTES
+    assert fitted.stdout.truncated is True
+
+
+def test_small_stream_leaves_room_to_other() -> None:
+    event = completed(b"o" * 500_000, b"short error\n")
+
+    fitted = fit_event(event, LIMIT)
+
+    assert fitted.stderr.to_bytes() == b"short error\n"
+    assert fitted.stderr.truncated is False
+    assert fitted.stdout.truncated is True
+
+
+def test_binary_output_cut_as_base64() -> None:
+    event = completed(bytes(range(256)) * 1000)
+
+    fitted = fit_event(event, LIMIT)
+
+    assert size(fitted) <= LIMIT - HEADROOM_BYTES
+    assert fitted.stdout.truncated is True
+    assert (bytes(range(256)) * 1000).startswith(fitted.stdout.to_bytes())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stdout=st.binary(max_size=150_000),
+    stderr=st.binary(max_size=150_000),
+    limit=st.integers(min_value=16_384, max_value=200_000),
+)
+def test_any_output_fits_any_limit(stdout: bytes, stderr: bytes, limit: int) -> None:
+    fitted = fit_event(completed(stdout, stderr), limit)
+
+    assert size(fitted) <= limit - HEADROOM_BYTES
+    assert stdout.startswith(fitted.stdout.to_bytes())
+    assert stderr.startswith(fitted.stderr.to_bytes())
+
+
+@pytest.mark.parametrize("limit", [16_384, 100_000, 1_000_000])
+def test_mixed_output_fits(limit: int) -> None:
+    event = completed(b'a"\\\n' * 300_000, "ü".encode() * 300_000)
+
+    assert size(fit_event(event, limit)) <= limit - HEADROOM_BYTES
