@@ -13,6 +13,7 @@ from tasks.events import (
     EventType,
     ExecutionCompletedEvent,
     PodRef,
+    TerminalEvent,
     TerminalReason,
     event_id,
 )
@@ -36,7 +37,7 @@ def completed(stdout: bytes, stderr: bytes = b"") -> ExecutionCompletedEvent:
     )
 
 
-def size(event: ExecutionCompletedEvent) -> int:
+def size(event: TerminalEvent) -> int:
     return len(event.model_dump_json().encode())
 
 
