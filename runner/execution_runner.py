@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 FORMAT = "pod-monitor.report/v1"
 RUNNER_NAME = "pod-monitor execution_runner.py 1"
@@ -110,7 +110,7 @@ class Options:
 class _ArgumentParser(argparse.ArgumentParser):
     # argparse prints to stderr and exits on errors. The runner must print a
     # report instead, so errors become exceptions.
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -709,7 +709,7 @@ def _next_chunk(data: bytes, start: int, chunk_bytes: int) -> tuple[int, str, st
 
 
 def encode_report(
-    header: dict[str, object],
+    header: dict[str, Any],
     stdout: bytes,
     stderr: bytes,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -724,7 +724,7 @@ def encode_report(
     if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
         raise ValueError(f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES}")
     nonce = secrets.token_hex(16)
-    record: dict[str, object] = {
+    record: dict[str, Any] = {
         "type": "header",
         "format": FORMAT,
         "nonce": nonce,
@@ -785,7 +785,7 @@ def build_header(
     cgroup: CgroupMemory | None,
     oom_kills_before: int | None,
     notes: Notes,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Collect the header fields that encode_report does not set itself."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = limit = oom_kills_after = None

@@ -472,7 +472,7 @@ def _is_header_shaped(value: dict[str, Any]) -> bool:
 
 
 def _is_record_shaped(value: dict[str, Any]) -> bool:
-    return value.get("type") in {"chunk", "end"} and "nonce" in value
+    return value.get("type") in ("chunk", "end") and "nonce" in value
 
 
 class _Parser:
@@ -730,9 +730,9 @@ class _Parser:
             if failure is None and not candidate.ended:
                 failure = ParseFailure(
                     FailureReason.TRUNCATED,
-                    f"the log ends after {candidate.next_seq} records of the report "
-                    f"that starts at line {candidate.line_number}, before its end "
-                    "record",
+                    "the log ends before the end record of the report that starts "
+                    f"at line {candidate.line_number}; records read: "
+                    f"{candidate.next_seq}",
                     None,
                 )
             if failure is None or failure.reason is FailureReason.TRUNCATED:
