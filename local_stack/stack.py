@@ -224,7 +224,8 @@ class Stack:
         stale = processes.read_pid_file(component.pid_path)
         if stale is not None:
             logger.info(
-                "%s: removing stale pid file %s (pid %d is not this component)",
+                "%s: removing stale pid file %s "
+                "(pid %d is not running or is another program)",
                 component.name,
                 component.pid_path,
                 stale,
