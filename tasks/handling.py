@@ -55,12 +55,15 @@ class Context:
 @dataclass
 class Result:
     emitted: list[EventType] = field(default_factory=list)
+    #: Reason of the terminal event, when one was emitted.
+    terminal_reason: str | None = None
     skipped: str | None = None
     recheck_after: float | None = None
 
     def summary(self) -> dict[str, object]:
         return {
             "emitted": [event_type.value for event_type in self.emitted],
+            "terminal_reason": self.terminal_reason,
             "skipped": self.skipped,
             "recheck_after": self.recheck_after,
         }
@@ -110,6 +113,7 @@ def handle(
                 context.kafka.max_event_bytes,
             )
             _publish(terminal, context, result, fields)
+            result.terminal_reason = terminal.reason.value
     return result
 
 

@@ -186,8 +186,12 @@ class WorkerSettings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=300.0, ge=10)
     #: Days the per-execution state of a finished execution is kept.
     state_retention_days: float = Field(default=7.0, gt=0)
-    #: Seconds one task may hold the lock of an execution.
-    execution_lock_seconds: float = Field(default=120.0, ge=5)
+    #: Seconds one task may hold the lock of an execution. It must exceed
+    #: a log read plus a delivery, or two tasks may emit the same event.
+    execution_lock_seconds: float = Field(default=180.0, ge=5)
+    #: Seconds the reconciliation lock lives without renewal; renewed after
+    #: every page of the pod list.
+    reconcile_lock_seconds: float = Field(default=600.0, ge=10)
 
 
 @functools.cache

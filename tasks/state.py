@@ -124,6 +124,22 @@ class StateStore:
         fields = self._redis.hkeys(execution_key(execution_id))
         return ExecutionState(emitted=_emitted_types(fields))
 
+    def load_many(self, execution_ids: list[str]) -> list[ExecutionState]:
+        """Return the state of each execution, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for execution_id in execution_ids:
+            pipe.hkeys(execution_key(execution_id))
+        return [
+            ExecutionState(emitted=_emitted_types(fields)) for fields in pipe.execute()
+        ]
+
+    def forget(self, execution_id: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(execution_key(execution_id))
+        pipe.zrem(ACTIVE_KEY, execution_id)
+        pipe.zrem(FINISHED_KEY, execution_id)
+        pipe.execute()
+
     def record(
         self, execution_id: str, event_type: EventType, event_id: str, pod: PodRef
     ) -> None:
