@@ -14,10 +14,13 @@ import os
 import sys
 
 #: Attributes every LogRecord has; anything else came in through ``extra``.
+#: Celery's own ``data`` extra repeats the whole task, arguments included,
+#: so it is left out too.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
+    "data",
 }
 
 
