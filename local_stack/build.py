@@ -151,6 +151,26 @@ def _is_current(result: Path, fingerprint: str) -> bool:
     return result.exists() and stamp.exists() and stamp.read_text() == fingerprint
 
 
+GO_INSTALL_HINT = "Install Go 1.26 or newer (https://go.dev/dl/) and put it on PATH."
+MAVEN_INSTALL_HINT = "Install Maven, for example `apt-get install -y maven`."
+
+
+def require_go_if_unbuilt(binary: GoBinary, cache_dir: Path) -> None:
+    """Raise MissingPrerequisiteError if `binary` must be built and Go is missing."""
+    if not _is_current(binary.path(cache_dir), binary.fingerprint()):
+        require_tool("go", f"build {binary.name} {binary.version}", GO_INSTALL_HINT)
+
+
+def require_maven_if_unresolved(cache_dir: Path) -> None:
+    """Raise MissingPrerequisiteError if Kafka's jars must be resolved and
+    Maven is missing."""
+    fingerprint = hashlib.sha256((KAFKA_DIR / "pom.xml").read_bytes()).hexdigest()
+    if not _is_current(kafka_libs_dir(cache_dir), fingerprint):
+        require_tool(
+            "mvn", "resolve Kafka's jars from Maven Central", MAVEN_INSTALL_HINT
+        )
+
+
 def ensure_go_binary(binary: GoBinary, cache_dir: Path) -> Path:
     """Build `binary` unless the cache holds it for the same inputs.
 
@@ -161,11 +181,7 @@ def ensure_go_binary(binary: GoBinary, cache_dir: Path) -> Path:
     fingerprint = binary.fingerprint()
     if _is_current(output, fingerprint):
         return output
-    go = require_tool(
-        "go",
-        f"build {binary.name} {binary.version}",
-        "Install Go 1.26 or newer (https://go.dev/dl/) and put it on PATH.",
-    )
+    go = require_tool("go", f"build {binary.name} {binary.version}", GO_INSTALL_HINT)
     output.parent.mkdir(parents=True, exist_ok=True)
     log_path = cache_dir / "build-logs" / f"{binary.name}-{binary.version}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,9 +228,7 @@ def ensure_kafka_libs(cache_dir: Path) -> Path:
     if _is_current(libs, fingerprint):
         return libs
     mvn = require_tool(
-        "mvn",
-        "resolve Kafka's jars from Maven Central",
-        "Install Maven, for example `apt-get install -y maven`.",
+        "mvn", "resolve Kafka's jars from Maven Central", MAVEN_INSTALL_HINT
     )
     version = kafka_version()
     log_path = cache_dir / "build-logs" / f"kafka-{version}.log"

@@ -29,12 +29,13 @@ class BuildFailedError(StackError):
 class PortInUseError(StackError):
     """A port that a component needs is bound by another process."""
 
-    def __init__(self, component: str, port: int, holder: str | None) -> None:
+    def __init__(
+        self, component: str, port: int, holder: str | None, variable: str
+    ) -> None:
         held_by = f" by {holder}" if holder else " by an unknown process"
         super().__init__(
             f"{component}: port 127.0.0.1:{port} is already in use{held_by}; stop "
-            f"that process or choose another port through the stack's "
-            f"POD_MONITOR_STACK_*_PORT variables"
+            f"that process or set {variable} to a free port"
         )
         self.component = component
         self.port = port

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from local_stack.errors import ComponentFailedError
+from local_stack.processes import START_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,11 @@ def wait_until_healthy(
 
 def _log_tail(log_path: Path) -> str:
     try:
-        lines = log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+        text = log_path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+    # Quote only the latest run, which starts after the last start marker.
+    latest = text.rsplit(START_MARKER, 1)[-1]
+    lines = latest.splitlines()[-_LOG_TAIL_LINES:]
     quoted = "\n    ".join(line[:300] for line in lines)
     return f"\n  last lines of the log:\n    {quoted}\n "

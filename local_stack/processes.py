@@ -23,6 +23,9 @@ from local_stack.config import HOST
 #: Seconds between checks while waiting for a process to exit.
 _POLL_INTERVAL = 0.1
 
+#: Text that starts the line written to a log before each start.
+START_MARKER = "==== local_stack started"
+
 #: TCP state code of a listening socket in /proc/net/tcp.
 _TCP_LISTEN = "0A"
 
@@ -77,7 +80,7 @@ def start(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        log.write(f"\n==== local_stack started {stamp}: {' '.join(argv)}\n".encode())
+        log.write(f"\n{START_MARKER} {stamp}: {' '.join(argv)}\n".encode())
         log.flush()
         process = subprocess.Popen(
             list(argv),
@@ -206,5 +209,5 @@ def describe_port_holder(port: int) -> str | None:
     for pid in listening_pids(port):
         cmdline = read_cmdline(pid)
         if cmdline:
-            return f"pid {pid} ({cmdline[:120]})"
+            return f"pid {pid} ({' '.join(cmdline.split())[:120]})"
     return None

@@ -25,7 +25,7 @@ from local_stack.components.kafka import Kafka
 from local_stack.components.kubelet import Kubelet
 from local_stack.components.redis import Redis
 from local_stack.config import StackConfig
-from local_stack.errors import PortInUseError, StackError
+from local_stack.errors import MissingPrerequisiteError, StackError
 from local_stack.health import wait_until_healthy
 
 logger = logging.getLogger(__name__)
@@ -88,11 +88,24 @@ class Stack:
         started: list[str] = []
         with self._lock():
             active = self._active_components()
+            missing = []
             for component in active:
-                component.check_prerequisites()
+                try:
+                    component.check_prerequisites()
+                except MissingPrerequisiteError as error:
+                    missing.append(str(error))
+            if missing:
+                raise MissingPrerequisiteError(
+                    "\n  ".join(["missing tools:", *missing])
+                )
             with build.cache_lock(self.config.cache_dir):
                 for component in active:
                     component.ensure_built()
+            # Find taken ports before starting anything, so that a conflict
+            # does not start and then stop the components before it.
+            for component in active:
+                if self._find_running(component) is None:
+                    component.check_ports_free()
             try:
                 for phase in self.phases:
                     self._start_phase([c for c in phase if c in active], started)
@@ -180,10 +193,7 @@ class Stack:
                 logger.info("%s: already running (pid %d)", component.name, pid)
                 waiting.append((component, pid))
                 continue
-            for port in component.ports:
-                if not processes.port_is_free(port):
-                    holder = processes.describe_port_holder(port)
-                    raise PortInUseError(component.name, port, holder)
+            component.check_ports_free()
             component.directory.mkdir(parents=True, exist_ok=True)
             component.prepare()
             pid = processes.start(

@@ -30,6 +30,7 @@ class ApiServer(Component):
     """
 
     name = "kube-apiserver"
+    port_variables = ("POD_MONITOR_STACK_APISERVER_PORT",)
     stop_timeout = 20.0
 
     @property
@@ -41,6 +42,11 @@ class ApiServer(Component):
     def pki(self) -> pki.Pki:
         """Certificates and keys in `<stack>/pki`."""
         return pki.Pki(self.config.stack_dir / "pki")
+
+    def check_prerequisites(self) -> None:
+        """Require Go when kube-apiserver or kubectl is not built yet."""
+        for binary in build.kube_binaries():
+            build.require_go_if_unbuilt(binary, self.config.cache_dir)
 
     def ensure_built(self) -> None:
         """Build kube-apiserver and kubectl unless they are cached."""

@@ -6,7 +6,9 @@ import abc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from local_stack import processes
 from local_stack.config import StackConfig
+from local_stack.errors import PortInUseError
 
 
 class Component(abc.ABC):
@@ -41,10 +43,20 @@ class Component(abc.ABC):
         """File holding the pid of the running server."""
         return self.directory / f"{self.name}.pid"
 
+    #: Environment variables that set `ports`, in the same order.
+    port_variables: Sequence[str] = ()
+
     @property
     @abc.abstractmethod
     def ports(self) -> Sequence[int]:
         """Ports the server listens on, the client port first."""
+
+    def check_ports_free(self) -> None:
+        """Raise PortInUseError if another process listens on one of `ports`."""
+        for port, variable in zip(self.ports, self.port_variables, strict=True):
+            if not processes.port_is_free(port):
+                holder = processes.describe_port_holder(port)
+                raise PortInUseError(self.name, port, holder, variable)
 
     def skip_reason(self) -> str | None:
         """Return why this component is left out, or None to run it."""

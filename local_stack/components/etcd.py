@@ -16,6 +16,7 @@ class Etcd(Component):
     """One etcd member built from go.etcd.io/etcd/server/v3."""
 
     name = "etcd"
+    port_variables = ("POD_MONITOR_STACK_ETCD_PORT", "POD_MONITOR_STACK_ETCD_PEER_PORT")
 
     @property
     def ports(self) -> Sequence[int]:
@@ -26,6 +27,10 @@ class Etcd(Component):
     def client_url(self) -> str:
         """URL that kube-apiserver connects to."""
         return f"http://{HOST}:{self.config.etcd_port}"
+
+    def check_prerequisites(self) -> None:
+        """Require Go when the etcd binary is not built yet."""
+        build.require_go_if_unbuilt(build.etcd_binary(), self.config.cache_dir)
 
     def ensure_built(self) -> None:
         """Build the etcd binary unless it is cached."""

@@ -29,6 +29,10 @@ class Kafka(Component):
     """Kafka started from the jars that Maven resolved into the cache."""
 
     name = "kafka"
+    port_variables = (
+        "POD_MONITOR_STACK_KAFKA_PORT",
+        "POD_MONITOR_STACK_KAFKA_CONTROLLER_PORT",
+    )
     stop_timeout = 30.0
 
     @property
@@ -45,7 +49,8 @@ class Kafka(Component):
         return str(self.directory / "server.properties")
 
     def check_prerequisites(self) -> None:
-        """Require Java 17 or newer on PATH."""
+        """Require Java 17 or newer, and Maven when the jars are not resolved."""
+        build.require_maven_if_unresolved(self.config.cache_dir)
         java = build.require_tool(
             "java",
             "run Kafka",

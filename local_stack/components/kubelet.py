@@ -25,6 +25,7 @@ class Kubelet(Component):
     """
 
     name = "kubelet"
+    port_variables = ("POD_MONITOR_STACK_KUBELET_PORT",)
     stop_timeout = 15.0
 
     def __init__(self, apiserver: ApiServer) -> None:

@@ -15,6 +15,7 @@ class Redis(Component):
     """Debian's redis-server on loopback, keeping data only in memory."""
 
     name = "redis"
+    port_variables = ("POD_MONITOR_STACK_REDIS_PORT",)
     stop_timeout = 10.0
 
     @property
