@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="folder for the certificate, pod records and container logs",
     )
+    parser.add_argument(
+        "--no-scheduling",
+        action="store_true",
+        help="leave pods without spec.nodeName alone, for a second stand-in "
+        "next to one that binds them",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
     return parser.parse_args(argv)
 
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     context = NodeContext(client, args.node_name, store, executor, timers, memory)
 
     node = NodeAgent(client, args.node_name, args.port)
-    manager = PodManager(context, node.labels())
+    manager = PodManager(context, node.labels(), schedule=not args.no_scheduling)
     cert, key = ensure_certificate(state_dir, args.node_name)
     server = LogServer(args.bind, args.port, cert, key, manager.find_log)
     server.start()

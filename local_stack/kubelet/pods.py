@@ -60,8 +60,14 @@ class LogTarget:
 class PodManager:
     """All pods the stand-in handles, by UID."""
 
-    def __init__(self, context: NodeContext, node_labels: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        context: NodeContext,
+        node_labels: Mapping[str, str],
+        schedule: bool = True,
+    ) -> None:
         self.context = context
+        self.schedule = schedule
         self.node_labels = dict(node_labels)
         self._lock = threading.Lock()
         self._workers: dict[str, PodWorker] = {}
@@ -104,7 +110,8 @@ class PodManager:
     def _on_pod(self, pod: dict[str, Any]) -> None:
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
-            self._schedule(pod)
+            if self.schedule:
+                self._schedule(pod)
             return
         if node_name != self.context.node_name:
             return

@@ -237,6 +237,9 @@ class Step:
     conditions: Sequence[Condition] = ()
     logs: Mapping[str, Log] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+
     @classmethod
     def running(cls, delay: float = 0.0) -> Step:
         """Start every regular container: phase Running, containers ready."""
@@ -400,6 +403,10 @@ class Script:
     """Steps that the stand-in plays for one pod, in order."""
 
     steps: Sequence[Step]
+
+    def __post_init__(self) -> None:
+        # A tuple makes scripts built from lists equal to parsed ones.
+        object.__setattr__(self, "steps", tuple(self.steps))
 
     def to_json(self) -> str:
         return json.dumps(

@@ -13,10 +13,11 @@ conditions merge by type.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from local_stack.kubelet.clock import utc_now
+from local_stack.kubelet.clock import format_time, parse_time, utc_now
 from local_stack.kubelet.containers import POD_IP
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -148,7 +149,11 @@ class PodStatusModel:
         self.phase: str | None = None
         self.reason: str | None = None
         self.message: str | None = None
-        self.start_time = (pod.get("status") or {}).get("startTime") or utc_now()
+        previous_start = (pod.get("status") or {}).get("startTime")
+        #: Start in seconds since the epoch, exact when this run started the pod,
+        #: because startTime has whole seconds only.
+        self.start_epoch = parse_time(previous_start) if previous_start else time.time()
+        self.start_time = previous_start or format_time(self.start_epoch)
         #: Conditions set from outside the derivation (scripts, node loss),
         #: by type. They replace derived conditions of the same type.
         self.extra_conditions: dict[str, dict[str, Any]] = {}
@@ -296,12 +301,16 @@ class PodStatusModel:
         if previous is None or previous[0] != status:
             previous = (status, utc_now())
             self._transitions[kind] = previous
-        result = {"type": kind, "status": status, "lastProbeTime": None}
-        result["lastTransitionTime"] = previous[1]
-        for key in ("reason", "message"):
-            if condition.get(key):
-                result[key] = condition[key]
-        return result
+        # Reason and message are null rather than absent when empty, because
+        # a strategic merge patch keeps fields that it does not mention.
+        return {
+            "type": kind,
+            "status": status,
+            "reason": condition.get("reason") or None,
+            "message": condition.get("message") or None,
+            "lastProbeTime": None,
+            "lastTransitionTime": previous[1],
+        }
 
     def _initialized(self, phase: str) -> dict[str, Any]:
         if phase == "Succeeded":

@@ -24,7 +24,6 @@ from local_stack.kubelet.api import (
     KubeClient,
     pod_path,
 )
-from local_stack.kubelet.clock import parse_time
 from local_stack.kubelet.logs import LogPaths
 from local_stack.kubelet.memory import CgroupV1Memory
 from local_stack.kubelet.processes import kill_leftover
@@ -248,7 +247,7 @@ class PodWorker:
             self._deadline = None
         if deadline is None or self.finished or self.node_lost:
             return
-        elapsed = time.time() - parse_time(self.model.start_time)
+        elapsed = time.time() - self.model.start_epoch
         self._deadline = self.context.timers.call_later(
             max(0.0, float(deadline) - elapsed), self.uid, self._deadline_exceeded
         )
