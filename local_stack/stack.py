@@ -122,7 +122,7 @@ class Stack:
         """Stop every component and return the problems left behind.
 
         A problem is a port still bound after the stop, which means another
-        process holds it. With `wipe`, also delete the state folders, the
+        process has it open. With `wipe`, also delete the state folders, the
         certificates and the kubeconfig, which makes the next `up` start
         from empty storage.
         """
@@ -141,6 +141,23 @@ class Stack:
             if wipe:
                 self._wipe()
         return problems
+
+    def start(self, names: Iterable[str]) -> list[str]:
+        """Start the named components only, as `up` would; return those started.
+
+        Tests use it to run a private copy of one component (a second Kafka
+        node that a test may stop) from a stack folder of their own.
+        """
+        wanted = set(names)
+        started: list[str] = []
+        with self._lock():
+            chosen = [c for c in self._active_components() if c.name in wanted]
+            with build.cache_lock(self.config.cache_dir):
+                for component in chosen:
+                    component.ensure_built()
+            for phase in self.phases:
+                self._start_phase([c for c in phase if c in chosen], started)
+        return started
 
     def stop(self, names: Iterable[str]) -> None:
         """Stop the named components, later ones in start order first."""
