@@ -172,7 +172,7 @@ def require_maven_if_unresolved(cache_dir: Path) -> None:
 
 
 def ensure_go_binary(binary: GoBinary, cache_dir: Path) -> Path:
-    """Build `binary` unless the cache holds it for the same inputs.
+    """Build `binary` unless the cache contains it for the same inputs.
 
     Raises MissingPrerequisiteError without Go and BuildFailedError when the
     build fails. The first kube-apiserver build takes many minutes.
@@ -227,6 +227,7 @@ def ensure_kafka_libs(cache_dir: Path) -> Path:
     fingerprint = hashlib.sha256(pom.read_bytes()).hexdigest()
     if _is_current(libs, fingerprint):
         return libs
+
     mvn = require_tool(
         "mvn", "resolve Kafka's jars from Maven Central", MAVEN_INSTALL_HINT
     )
@@ -236,6 +237,7 @@ def ensure_kafka_libs(cache_dir: Path) -> Path:
     temporary = libs.with_name(libs.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     logger.info("resolving Kafka %s jars with Maven (log: %s)", version, log_path)
+
     argv = [
         mvn,
         "--batch-mode",
@@ -248,6 +250,7 @@ def ensure_kafka_libs(cache_dir: Path) -> Path:
     ]
     started = time.monotonic()
     _run_logged(argv, KAFKA_DIR, log_path, dict(os.environ), f"kafka {version} jars")
+
     shutil.rmtree(libs, ignore_errors=True)
     temporary.replace(libs)
     _stamp_path(libs).write_text(fingerprint)

@@ -34,7 +34,7 @@ def read_cmdline(pid: int) -> str | None:
     """Return the command line of a live process joined by spaces.
 
     Returns None when the process does not exist or is a zombie, because a
-    zombie holds no ports and only waits to be reaped.
+    zombie has no open ports and only waits to be reaped.
     """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -13,6 +13,7 @@ import fcntl
 import functools
 import logging
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,9 +284,11 @@ class Stack:
                 cmdline = processes.read_cmdline(candidate)
                 return cmdline is not None and component.owns_cmdline(cmdline)
 
+            stop_started = time.monotonic()
             killed = processes.stop(
                 pid, timeout=component.stop_timeout, is_ours=is_ours
             )
+            seconds = time.monotonic() - stop_started
             component.pid_path.unlink(missing_ok=True)
             if killed:
                 logger.warning(
@@ -295,7 +298,9 @@ class Stack:
                     component.stop_timeout,
                 )
             else:
-                logger.info("%s: stopped (pid %d)", component.name, pid)
+                logger.info(
+                    "%s: stopped (pid %d) in %.1fs", component.name, pid, seconds
+                )
 
     def _wipe(self) -> None:
         targets = [c.directory for c in self.components]

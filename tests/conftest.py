@@ -5,9 +5,9 @@ test opts in with `@pytest.mark.stack`. Only such tests may use the stack
 fixtures, so a run of the unit tests alone never starts a server.
 
 The stack starts once per session. When `python -m local_stack status`
-would already report every component up (as after `make test` ran `up`), the
-session reuses it and stops nothing; otherwise it runs `up` and stops only
-the components that this session started.
+would report every component up, as after `make test` ran `up`, the session
+reuses the stack and stops nothing. Otherwise it runs `up` and at the end
+stops only the components that this session started.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def redis_url(stack: StackConfig) -> str:
     """URL of a flushed Redis database for this test, one of databases 1 to 15.
 
     Databases are handed out in turn and flushed before the test, so a test
-    sees no keys from earlier tests. Database 0 is never used, which leaves
+    finds no keys from earlier tests. Database 0 is never used, which leaves
     it to the demo on the same server.
     """
     database = next(_REDIS_TEST_DATABASES)

@@ -14,7 +14,7 @@ from local_stack.errors import PortInUseError
 class Component(abc.ABC):
     """A server process of the stack with its folder, log, pid file and ports.
 
-    Subclasses say how to build, prepare, start and check the server. The
+    Subclasses define how to build, prepare, start and check the server. The
     stack calls `ensure_built`, then `prepare`, then starts `command()` in
     the background and polls `check_health` until it returns None.
     """

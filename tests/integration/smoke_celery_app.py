@@ -10,7 +10,7 @@ import os
 
 from celery import Celery
 
-#: Variable that tells the worker process which Redis database to use.
+#: Environment variable with the Redis URL of the worker process.
 REDIS_URL_VARIABLE = "SMOKE_CELERY_REDIS_URL"
 
 ADD_TASK = "smoke.add"

@@ -136,7 +136,7 @@ def celery_worker_process(
     try:
         yield worker
     finally:
-        # SIGTERM asks for a warm shutdown, which finishes running tasks.
+        # SIGTERM starts a warm shutdown, which lets running tasks finish.
         worker.terminate()
         try:
             worker.wait(timeout=30)
