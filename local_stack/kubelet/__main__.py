@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     timers.stop()
     executor.shutdown()
     server.stop()
+    if memory is not None:
+        memory.release()
     logger.info("kubelet stand-in stopped", extra={"node": args.node_name})
     return 0
 

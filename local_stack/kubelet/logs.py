@@ -19,6 +19,7 @@ before the index, so a reader that sees an index record can read its bytes.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import struct
 import threading
@@ -161,10 +162,16 @@ def format_timestamp(time_ns: int) -> str:
     """Format a time as Go's RFC3339Nano in UTC: trailing zeros of the
     fraction are dropped, and the fraction is left out when it is zero."""
     seconds, nanos = divmod(time_ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    text = _format_seconds(seconds)
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     return text + "Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _format_seconds(seconds: int) -> str:
+    # Cached because consecutive log lines mostly share their second.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 class LogReader:

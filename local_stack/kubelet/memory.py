@@ -157,6 +157,13 @@ class CgroupV1Memory:
             return None
         return cls(parent)
 
+    def release(self) -> None:
+        """Remove the parent cgroup if no container cgroup is left in it."""
+        try:
+            self.parent.rmdir()
+        except OSError:
+            return
+
     def create(self, container_id: str, limit_bytes: int) -> ContainerCgroup:
         """Create the cgroup of one container with its memory limit.
 

@@ -40,7 +40,12 @@ class KeyedExecutor:
                 queue.append(task)
                 return
             self._queues[key] = deque([task])
-        self._pool.submit(self._drain, key)
+        try:
+            self._pool.submit(self._drain, key)
+        except RuntimeError:
+            # After shutdown() the stand-in is exiting: dropping the task is
+            # what a stopped kubelet does too.
+            logger.debug("task dropped after shutdown", extra={"uid": key})
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

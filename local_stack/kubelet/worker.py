@@ -146,7 +146,10 @@ class PodWorker:
             return
 
         if self.pod["metadata"].get("deletionTimestamp"):
+            # Deleted while no stand-in ran: only the deletion is left to do.
             self.model.adopt(status)
+            if previous is not None or _was_started(status):
+                self._mark_lost(previous)
             self.update(self.pod)
             return
 
@@ -216,6 +219,16 @@ class PodWorker:
     def _fail_lost(self, status: dict[str, Any], previous: PodRecord | None) -> None:
         """Fail a pod that an earlier run started, because its processes died
         with that run or are killed now."""
+        self.model.adopt(status)
+        self._mark_lost(previous)
+        self.model.phase = "Failed"
+        self.model.message = LOST_POD_MESSAGE
+        logger.warning("pod failed: processes lost in a restart", extra=self.ids)
+        self.finish()
+
+    def _mark_lost(self, previous: PodRecord | None) -> None:
+        """Kill what an earlier run left of the pod's processes, and end the
+        containers that were running as lost."""
         for process in previous.processes if previous else []:
             cgroup = None if process.cgroup is None else Path(process.cgroup)
             if kill_leftover(process.pid, process.start_ticks, cgroup):
@@ -227,16 +240,11 @@ class PodWorker:
                         "pid": process.pid,
                     },
                 )
-        self.model.adopt(status)
         for container in self.model.init_containers + self.model.containers:
             if container.state == "running":
                 container.set_terminated(
                     self.uid, LOST_EXIT_CODE, LOST_REASON, LOST_CONTAINER_MESSAGE
                 )
-        self.model.phase = "Failed"
-        self.model.message = LOST_POD_MESSAGE
-        logger.warning("pod failed: processes lost in a restart", extra=self.ids)
-        self.finish()
 
     # Deadline -------------------------------------------------------------
 
