@@ -97,7 +97,9 @@ class LogStatus(enum.StrEnum):
 
 
 class PodRef(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     namespace: str
     name: str
@@ -112,17 +114,21 @@ class CapturedOutput(BaseModel):
     base64, so any output round-trips exactly.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     encoding: Literal["utf-8", "base64"] = "utf-8"
+    """How ``data`` holds the bytes: as the text itself, or as base64."""
     data: str = ""
-    #: Bytes carried in ``data`` once decoded.
+    """The output, possibly cut; see ``truncated``."""
     size_bytes: int = Field(default=0, ge=0)
-    #: Bytes the program wrote; more than ``size_bytes`` when output was cut.
+    """Bytes carried in ``data`` once decoded."""
     original_size_bytes: int = Field(default=0, ge=0)
-    #: True when output was cut, by the runner's cap, the log read's cap or
-    #: the event's size limit.
+    """Bytes the program wrote; more than ``size_bytes`` when output was cut."""
     truncated: bool = False
+    """True when output was cut: by the runner's cap, the log read's cap, or
+    the event's size limit."""
 
     @classmethod
     def from_bytes(
@@ -154,25 +160,38 @@ class CapturedOutput(BaseModel):
 class ResourceUsage(BaseModel):
     """Resources the program used, as the runner measured them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     wall_seconds: float | None = None
+    """Seconds from the program's start to its exit."""
     cpu_user_seconds: float | None = None
+    """CPU seconds in user mode, of the program and its children."""
     cpu_system_seconds: float | None = None
+    """CPU seconds in kernel mode, of the program and its children."""
     peak_memory_bytes: int | None = None
+    """Peak memory: the cgroup's peak where the runner could read it, else
+    the largest resident set size of the program's processes."""
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True
+    )
 
     event_id: str
+    """UUIDv5 of the pod uid and the event type: a copy has the same id."""
     schema_version: Literal["1"] = SCHEMA_VERSION
+    """Version of this schema; a change that breaks consumers raises it."""
     execution_id: str
+    """The execution the pod ran; also the Kafka record's key."""
     pod: PodRef
-    #: When the state changed in Kubernetes, from the pod's status.
+    """The pod that ran the execution."""
     occurred_at: datetime
-    #: When the monitor saw the change.
+    """When the state changed in Kubernetes, from the pod's status."""
     observed_at: datetime
+    """When the monitor saw the change."""
 
 
 class ExecutionScheduledEvent(_Event):
@@ -185,23 +204,34 @@ class ExecutionRunningEvent(_Event):
 
 class _TerminalEvent(_Event):
     reason: TerminalReason
-    #: The program's exit code; None when it never ran or nothing reports it.
+    """Why the execution ended, for machines; ``message`` is for people."""
     exit_code: int | None = None
-    #: The signal that killed the program, when the runner saw one.
+    """The program's exit code; None when it never ran or nothing reports it."""
     signal: int | None = None
-    #: Kubernetes' message about the end (kubelet, eviction, admission).
+    """The signal that killed the program, when the runner saw one."""
     message: str | None = None
+    """Kubernetes' message about the end (kubelet, eviction, admission)."""
     started_at: datetime | None = None
+    """When the execution's container started, from its status."""
     finished_at: datetime | None = None
+    """When the execution's container ended, from its status."""
     stdout: CapturedOutput = CapturedOutput()
+    """What the program wrote on stdout, or the raw container log when no
+    report was read."""
     stderr: CapturedOutput = CapturedOutput()
+    """What the program wrote on stderr."""
     resources: ResourceUsage | None = None
-    #: True when the runner's report was read; otherwise ``stdout`` holds
-    #: the raw container log and ``report_problem`` says why.
+    """Resources used, from the report; None without a report."""
     report_found: bool = False
+    """True when the runner's report was read; otherwise ``stdout`` holds
+    the raw container log and ``report_problem`` says why."""
     report_problem: str | None = None
+    """Why the report was missing or incomplete: absent, truncated,
+    malformed, unsupported_version or invalid_field, with details."""
     log_status: LogStatus = LogStatus.SKIPPED
+    """What happened when the worker read the container log."""
     log_error: str | None = None
+    """The error of a failed log read."""
 
 
 class ExecutionCompletedEvent(_TerminalEvent):
