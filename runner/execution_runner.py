@@ -6,10 +6,10 @@ Usage::
 
 The runner starts CMD in its own session with stdin from /dev/null and its
 stdout and stderr connected to pipes, so the command never writes to the
-runner's stdout. It captures each stream as bytes up to a cap, keeps reading
-and counting past the cap so the command never blocks on a full pipe, stops
-the command at an optional deadline (SIGTERM, then SIGKILL after a grace
-period), and forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to it. When the
+runner's stdout. It captures each stream as bytes up to a cap. It keeps
+reading and counting past the cap, so the command never blocks on a full
+pipe. It stops the command at an optional deadline (SIGTERM, then SIGKILL
+after a grace period), and it forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT. When the
 command and every process it left behind have ended, the runner prints the
 report in the ``pod-monitor.report/v1`` format (JSON Lines: one header record
 with the outcome and usage, chunk records with the output, one end record)
@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
 FORMAT = "pod-monitor.report/v1"
@@ -54,7 +55,7 @@ DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 DEFAULT_KILL_GRACE_SECONDS = 5.0
 DEFAULT_CHUNK_BYTES = 32 * 1024
 # The format caps the decoded data of one chunk, so that a parser can bound
-# the length of a record line before it knows which runner wrote it.
+# the length of a record line before it has read the header.
 MAX_CHUNK_BYTES = 64 * 1024
 
 # After the command exits, the runner kills what the command left behind and
@@ -125,6 +126,7 @@ def _build_argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-output-bytes",
+        metavar="BYTES",
         help=(
             "bytes of each stream kept in the report; more is counted, not "
             f"kept (env {ENV_MAX_OUTPUT_BYTES}, default {DEFAULT_MAX_OUTPUT_BYTES})"
@@ -132,6 +134,7 @@ def _build_argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
+        metavar="SECONDS",
         help=(
             "seconds after which CMD is stopped and the run counts as timed "
             f"out; 0 means no timeout (env {ENV_TIMEOUT}, default 0)"
@@ -139,13 +142,16 @@ def _build_argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--kill-grace",
+        metavar="SECONDS",
         help=(
-            "seconds between SIGTERM and SIGKILL when CMD is stopped "
+            "seconds between SIGTERM (at the deadline, or forwarded from the "
+            "kubelet) and SIGKILL "
             f"(env {ENV_KILL_GRACE}, default {DEFAULT_KILL_GRACE_SECONDS:g})"
         ),
     )
     parser.add_argument(
         "--chunk-bytes",
+        metavar="BYTES",
         help=(
             f"maximum bytes of output in one chunk record, 1 to {MAX_CHUNK_BYTES} "
             f"(env {ENV_CHUNK_BYTES}, default {DEFAULT_CHUNK_BYTES})"
@@ -153,12 +159,17 @@ def _build_argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cgroup-root",
+        metavar="DIR",
         help=(
             "directory where the container's cgroup is mounted "
             f"(env {ENV_CGROUP_ROOT}, default /sys/fs/cgroup)"
         ),
     )
-    parser.add_argument("command", nargs=argparse.REMAINDER)
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="the command to run and its arguments, after --",
+    )
     return parser
 
 
@@ -195,29 +206,33 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
     if not command:
         raise UsageError("no command given; pass it after --, e.g. -- python3 job.py")
 
-    def setting(option: str | None, env_name: str) -> str | None:
+    def setting(option: str | None, flag: str, env_name: str) -> tuple[str, str] | None:
+        # Returns the text and where it came from, for error messages.
         if option is not None:
-            return option
-        return environ.get(env_name) or None
-
-    max_output_text = setting(arguments.max_output_bytes, ENV_MAX_OUTPUT_BYTES)
-    timeout_text = setting(arguments.timeout, ENV_TIMEOUT)
-    grace_text = setting(arguments.kill_grace, ENV_KILL_GRACE)
-    chunk_text = setting(arguments.chunk_bytes, ENV_CHUNK_BYTES)
+            return option, flag
+        text = environ.get(env_name)
+        return (text, env_name) if text else None
 
     max_output_bytes = DEFAULT_MAX_OUTPUT_BYTES
-    if max_output_text is not None:
-        max_output_bytes = _parse_int("--max-output-bytes", max_output_text, 0, 2**62)
+    found = setting(
+        arguments.max_output_bytes, "--max-output-bytes", ENV_MAX_OUTPUT_BYTES
+    )
+    if found is not None:
+        max_output_bytes = _parse_int(found[1], found[0], 0, 2**62)
     timeout_seconds: float | None = None
-    if timeout_text is not None:
-        timeout_seconds = _parse_seconds("--timeout", timeout_text) or None
+    found = setting(arguments.timeout, "--timeout", ENV_TIMEOUT)
+    if found is not None:
+        timeout_seconds = _parse_seconds(found[1], found[0]) or None
     kill_grace_seconds = DEFAULT_KILL_GRACE_SECONDS
-    if grace_text is not None:
-        kill_grace_seconds = _parse_seconds("--kill-grace", grace_text)
+    found = setting(arguments.kill_grace, "--kill-grace", ENV_KILL_GRACE)
+    if found is not None:
+        kill_grace_seconds = _parse_seconds(found[1], found[0])
     chunk_bytes = DEFAULT_CHUNK_BYTES
-    if chunk_text is not None:
-        chunk_bytes = _parse_int("--chunk-bytes", chunk_text, 1, MAX_CHUNK_BYTES)
-    cgroup_root = setting(arguments.cgroup_root, ENV_CGROUP_ROOT) or "/sys/fs/cgroup"
+    found = setting(arguments.chunk_bytes, "--chunk-bytes", ENV_CHUNK_BYTES)
+    if found is not None:
+        chunk_bytes = _parse_int(found[1], found[0], 1, MAX_CHUNK_BYTES)
+    found = setting(arguments.cgroup_root, "--cgroup-root", ENV_CGROUP_ROOT)
+    cgroup_root = found[0] if found is not None else "/sys/fs/cgroup"
 
     return Options(
         command=command,
@@ -269,9 +284,8 @@ class StreamCapture:
 # --- cgroup memory accounting -------------------------------------------------
 
 
-def _read_text(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as handle:
-        return handle.read()
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="ascii", errors="replace")
 
 
 def _read_counter(text: str, key: str) -> int | None:
@@ -295,17 +309,17 @@ class CgroupMemory:
     def __init__(self, root: str, notes: Notes) -> None:
         self.notes = notes
         self.version: int | None = None
-        self.directory = root
-        if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        self.directory = Path(root)
+        if (self.directory / "cgroup.controllers").exists():
             self.version = 2
-        elif os.path.isdir(os.path.join(root, "memory")):
+        elif (self.directory / "memory").is_dir():
             self.version = 1
-            self.directory = os.path.join(root, "memory")
+            self.directory = self.directory / "memory"
         else:
             notes.add(f"no cgroup memory controller found under {root}")
 
     def _read(self, name: str) -> str | None:
-        path = os.path.join(self.directory, name)
+        path = self.directory / name
         try:
             return _read_text(path)
         except OSError as error:
@@ -403,14 +417,14 @@ def _descendant_pids(root_pid: int) -> list[int]:
     """Return the pids of all live descendants of root_pid, read from /proc."""
     children: dict[int, list[int]] = {}
     try:
-        names = os.listdir("/proc")
+        entries = list(Path("/proc").iterdir())
     except OSError:
         return []
-    for name in names:
-        if not name.isdigit():
+    for entry in entries:
+        if not entry.name.isdigit():
             continue
         try:
-            stat = _read_text(f"/proc/{name}/stat")
+            stat = _read_text(entry / "stat")
         except OSError:
             continue
         # The command name in field 2 may contain spaces and parentheses, so
@@ -418,7 +432,7 @@ def _descendant_pids(root_pid: int) -> list[int]:
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) < 2 or fields[0] == "Z":
             continue
-        children.setdefault(int(fields[1]), []).append(int(name))
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
     found: list[int] = []
     pending = [root_pid]
     while pending:

@@ -75,7 +75,7 @@ def _inconsistent(field: str, message: str) -> PydanticCustomError:
 
 
 class Outcome(StrEnum):
-    """How the command ended, as the runner saw it."""
+    """Way the command ended, as the runner observed it."""
 
     EXITED = "exited"
     SIGNALED = "signaled"
@@ -406,7 +406,10 @@ class _Candidate:
         self.max_output_bytes = max_output_bytes
         self.next_seq = 1
         self.received = {"stdout": 0, "stderr": 0}
-        self.kept = {"stdout": bytearray(), "stderr": bytearray()}
+        # Lists of pieces, joined once at the end: appending to a bytearray
+        # would copy the output again each time the bytearray grows.
+        self.kept: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        self.kept_bytes = {"stdout": 0, "stderr": 0}
         self.hashes = {"stdout": hashlib.sha256(), "stderr": hashlib.sha256()}
         self.failure: ParseFailure | None = None
         self.ended = False
@@ -415,19 +418,20 @@ class _Candidate:
         return self.header.stdout if stream == "stdout" else self.header.stderr
 
     def keep(self, stream: str, data: bytes) -> None:
-        kept = self.kept[stream]
-        if self.max_output_bytes is None:
-            kept += data
-            return
-        room = self.max_output_bytes - len(kept)
-        if room > 0:
-            kept += data[:room]
+        if self.max_output_bytes is not None:
+            room = self.max_output_bytes - self.kept_bytes[stream]
+            if room <= 0:
+                return
+            if room < len(data):
+                data = data[:room]
+        self.kept[stream].append(data)
+        self.kept_bytes[stream] += len(data)
 
     def to_report(self) -> Report:
         return Report(
             header=self.header,
-            stdout=bytes(self.kept["stdout"]),
-            stderr=bytes(self.kept["stderr"]),
+            stdout=b"".join(self.kept["stdout"]),
+            stderr=b"".join(self.kept["stderr"]),
             complete=self.ended and self.failure is None,
         )
 
@@ -772,9 +776,11 @@ def parse_report(
     chunks may split the log anywhere, also inside a line or a UTF-8
     character. max_raw_bytes caps the start of the log kept in
     ``raw_log``; max_output_bytes caps the bytes kept of each stream, None
-    keeps all. Peak memory is about the kept output plus max_raw_bytes plus
-    one line. Log content never makes this function raise; a negative cap
-    raises ValueError, and exceptions from iterating chunks propagate.
+    keeps all. Peak memory is about twice the kept output (the pieces and
+    their join at the end) plus max_raw_bytes plus one line of at most
+    MAX_RECORD_LINE_BYTES. Log content never makes this function raise. A
+    negative cap raises ValueError, and exceptions from iterating chunks
+    propagate.
     """
     if max_raw_bytes < 0:
         raise ValueError(f"max_raw_bytes must be >= 0, got {max_raw_bytes}")

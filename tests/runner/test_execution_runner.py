@@ -613,6 +613,14 @@ def test_invalid_option_gives_failure_report(options: list[str]) -> None:
     assert run.report.header.runner_error.startswith("invalid usage")
 
 
+def test_invalid_env_var_is_named_in_error() -> None:
+    run = run_runner(["true"], env={"POD_MONITOR_RUNNER_TIMEOUT": "soon"})
+
+    assert run.returncode == 125
+    assert run.report.header.runner_error is not None
+    assert "POD_MONITOR_RUNNER_TIMEOUT" in run.report.header.runner_error
+
+
 def test_missing_command_argument_gives_failure_report() -> None:
     completed = subprocess.run(
         [PYTHON, str(RUNNER)],

@@ -28,7 +28,7 @@ OUTPUT = st.lists(
 def run_writing(stdout: bytes, stderr: bytes, chunk_bytes: int) -> tuple[bytes, bytes]:
     """Run the runner on a program that writes stdout and stderr exactly.
 
-    Asserts that the parsed report holds those bytes, and returns what the
+    Asserts that the parsed report contains those bytes, and returns what the
     runner itself wrote on its stdout (the report) and its stderr.
     """
     with tempfile.TemporaryDirectory() as name:
