@@ -292,9 +292,9 @@ _RECORD_ADAPTER: Final[TypeAdapter[ReportHeader | ChunkRecord | EndRecord]] = (
 
 
 class FailureReason(StrEnum):
-    """Why a log yielded no complete report."""
+    """Reason that a log yielded no complete report."""
 
-    #: The log holds no report records at all.
+    #: The log contains no report records at all.
     ABSENT = "absent"
     #: The log ends before the report's end record, or it lacks the header.
     TRUNCATED = "truncated"
@@ -356,12 +356,12 @@ class Report:
 
     @property
     def stdout_truncated(self) -> bool:
-        """Whether stdout holds fewer bytes than the command wrote."""
+        """Whether stdout contains fewer bytes than the command wrote."""
         return len(self.stdout) < self.header.stdout.original_bytes
 
     @property
     def stderr_truncated(self) -> bool:
-        """Whether stderr holds fewer bytes than the command wrote."""
+        """Whether stderr contains fewer bytes than the command wrote."""
         return len(self.stderr) < self.header.stderr.original_bytes
 
 
@@ -444,7 +444,13 @@ def _failure_from_validation(
     error: ValidationError, record_name: str, line_number: int
 ) -> ParseFailure:
     first = error.errors(include_url=False)[0]
-    if first["type"] in {"json_invalid", "model_type", "model_attributes_type"}:
+    if first["type"] == "json_invalid":
+        # json.loads accepted the line, but pydantic's stricter JSON parser
+        # did not, for example because of a lone surrogate escape.
+        return _malformed(
+            f"{record_name} line is not valid JSON: {first['msg']}", line_number
+        )
+    if first["type"] in {"model_type", "model_attributes_type"}:
         return _malformed(f"{record_name} line is not a JSON object", line_number)
     path = [str(part) for part in first["loc"]]
     context = first.get("ctx") or {}
@@ -539,9 +545,9 @@ class _Parser:
             )
 
     def on_last_partial_line(self, line: bytes) -> None:
-        # Inside a report, a line without its newline at the end of the log
-        # is a record cut by the log's end unless it is a whole JSON object
-        # (a cut JSON object never is), so it means TRUNCATED, not MALFORMED.
+        # Inside a report, a last line without its newline is a record that
+        # the log's end cut, unless it is a whole JSON object. A cut JSON
+        # object never is one, so the report counts as TRUNCATED.
         if self.active_candidate() is not None and _load_object(line) is None:
             self.line_number += 1
             return
@@ -752,7 +758,7 @@ class _Parser:
             )
         else:
             failure = ParseFailure(
-                FailureReason.ABSENT, "the log holds no pod-monitor report"
+                FailureReason.ABSENT, "the log contains no pod-monitor report"
             )
         keep_raw = failure is not None
         return ReportParseResult(
