@@ -475,7 +475,7 @@ def _reap(pid_of_interest: int) -> int | None:
 
 
 class RunResult:
-    """What happened to the command, as the header record reports it."""
+    """Outcome of the command, in the form the header record reports it."""
 
     def __init__(self) -> None:
         self.outcome = "runner_failed"
@@ -663,7 +663,8 @@ class Supervisor:
     def drain(self, selector: selectors.BaseSelector, pid: int) -> None:
         """Read the pipes to EOF, for at most DRAIN_SECONDS."""
         drain_until = time.monotonic() + DRAIN_SECONDS
-        # The wakeup pipe stays registered, so one key means both EOFs.
+        # The wakeup pipe stays registered, so a single key left means that
+        # both output pipes reached EOF.
         while len(selector.get_map()) > 1:
             remaining = drain_until - time.monotonic()
             if remaining <= 0:
@@ -730,8 +731,8 @@ def encode_report(
 ) -> Iterator[bytes]:
     """Yield the report's lines: header, chunk records, end record.
 
-    header holds the header fields except type, format, seq and the two
-    streams' sha256, captured_bytes and nonce, which this function sets.
+    header contains the header fields except type, format, nonce, seq and
+    each stream's captured_bytes and sha256, which this function sets.
     Chunks of stdout and stderr alternate, so a log cut short still holds the
     start of both streams.
     """
@@ -866,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stdout.limit = stderr.limit = options.max_output_bytes
         # A non-dumpable process has its /proc/<pid> entries owned by root and
         # refuses ptrace, so the command cannot open the runner's stdout
-        # through /proc/<pid>/fd/1 unless it holds CAP_SYS_PTRACE.
+        # through /proc/<pid>/fd/1 unless it has CAP_SYS_PTRACE.
         error = _prctl(PR_SET_DUMPABLE, 0)
         if error:
             notes.add(f"cannot make the runner non-dumpable: {error}")
@@ -902,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             encode_report(header, bytes(stdout.data), bytes(stderr.data), chunk_bytes)
         )
     except BrokenPipeError:
-        # Nobody reads the log any more; the exit code still tells the outcome.
+        # The log's reader is gone, so the exit code alone reports the outcome.
         pass
     except Exception:  # noqa: BLE001 - last resort, the report itself failed
         traceback.print_exc()

@@ -58,18 +58,18 @@ def process_gone(pid: int) -> bool:
 # --- outcomes
 
 
-@pytest.mark.parametrize(
-    "interpreter",
-    [
-        PYTHON,
-        pytest.param(
-            PYTHON38,
-            marks=pytest.mark.skipif(
-                not Path(PYTHON38).exists(), reason="no Python 3.8 here"
-            ),
-        ),
-    ],
-)
+# The runner must work on the oldest Python that execution images bring.
+INTERPRETERS = [
+    PYTHON,
+    pytest.param(
+        PYTHON38,
+        marks=pytest.mark.skipif(not Path(PYTHON38).exists(), reason="no Python 3.8"),
+        id="python3.8",
+    ),
+]
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
 def test_successful_command_reports_exit_zero(interpreter: str) -> None:
     run = run_runner(python_command("print('hello')"), interpreter=interpreter)
 
@@ -444,7 +444,8 @@ def test_deadline_stops_program_and_keeps_output() -> None:
     assert elapsed < 10
 
 
-def test_deadline_kills_program_that_ignores_sigterm() -> None:
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_deadline_kills_program_that_ignores_sigterm(interpreter: str) -> None:
     source = (
         "import signal, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -453,7 +454,9 @@ def test_deadline_kills_program_that_ignores_sigterm() -> None:
     )
 
     run = run_runner(
-        python_command(source), options=["--timeout", "0.5", "--kill-grace", "0.5"]
+        python_command(source),
+        options=["--timeout", "0.5", "--kill-grace", "0.5"],
+        interpreter=interpreter,
     )
 
     assert run.returncode == 124
@@ -540,7 +543,8 @@ def test_background_process_is_killed(tmp_path: Path) -> None:
     assert not any("held its pipes" in note for note in run.report.header.notes)
 
 
-def test_process_in_new_session_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_process_in_new_session_is_killed(tmp_path: Path, interpreter: str) -> None:
     pid_file = tmp_path / "pid"
     source = (
         "import subprocess, sys\n"
@@ -548,7 +552,7 @@ def test_process_in_new_session_is_killed(tmp_path: Path) -> None:
         "open(sys.argv[1], 'w').write(str(child.pid))\n"
     )
 
-    run = run_runner(python_command(source, str(pid_file)))
+    run = run_runner(python_command(source, str(pid_file)), interpreter=interpreter)
 
     assert run.returncode == 0
     assert process_gone(int(pid_file.read_text()))
@@ -557,8 +561,9 @@ def test_process_in_new_session_is_killed(tmp_path: Path) -> None:
 # --- commands that cannot run
 
 
-def test_missing_command_exits_127() -> None:
-    run = run_runner(["/nonexistent/command", "arg"])
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
+def test_missing_command_exits_127(interpreter: str) -> None:
+    run = run_runner(["/nonexistent/command", "arg"], interpreter=interpreter)
 
     assert run.returncode == 127
     assert run.report.outcome is Outcome.COMMAND_NOT_FOUND
