@@ -517,6 +517,10 @@ class _Parser:
                 break
             if self.skipping_overlong_line:
                 self.skipping_overlong_line = False
+            elif end - start > MAX_RECORD_LINE_BYTES:
+                # The same limit applies when the whole line came in one
+                # piece, so the result does not depend on how input is split.
+                self.on_overlong_line()
             else:
                 self.on_line(bytes(self.buffer[start:end]))
             start = end + 1
@@ -562,7 +566,8 @@ class _Parser:
     def on_line(self, line: bytes) -> None:
         self.line_number += 1
         # A pod with a tty turns "\n" into "\r\n".
-        line = line.removesuffix(b"\r")
+        if line.endswith(b"\r"):
+            line = line[:-1]
         candidate = self.active_candidate()
         if candidate is not None:
             # Fast path: nearly every line of a report is a chunk.

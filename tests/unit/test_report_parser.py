@@ -257,12 +257,31 @@ def test_raw_log_is_capped() -> None:
     assert result.log_bytes == 101
 
 
-def test_overlong_junk_line_is_skipped() -> None:
-    junk = b"y" * (MAX_RECORD_LINE_BYTES + 10) + b"\n"
+@pytest.mark.parametrize("piece_bytes", [65536, 10 * MAX_RECORD_LINE_BYTES])
+def test_overlong_junk_line_is_skipped(piece_bytes: int) -> None:
+    log = b"y" * (MAX_RECORD_LINE_BYTES + 10) + b"\n" + VALID_LOG
+    pieces = [log[i : i + piece_bytes] for i in range(0, len(log), piece_bytes)]
 
-    result = parse_report([junk, VALID_LOG], max_raw_bytes=0)
+    result = parse_report(pieces, max_raw_bytes=0)
 
     assert result.ok
+
+
+@pytest.mark.parametrize("piece_bytes", [65536, 10 * MAX_RECORD_LINE_BYTES])
+def test_overlong_line_inside_report_is_malformed(piece_bytes: int) -> None:
+    # The line would be a valid chunk record but for its length.
+    record = json.loads(VALID_LINES[1])
+    record["text"] = "\x01" * (MAX_RECORD_LINE_BYTES // 6 + 1)
+    overlong = json.dumps(record).encode() + b"\n"
+    log = VALID_LINES[0] + overlong + b"".join(VALID_LINES[1:])
+    pieces = [log[i : i + piece_bytes] for i in range(0, len(log), piece_bytes)]
+
+    result = parse_report(pieces, max_raw_bytes=0)
+
+    assert result.failure is not None
+    assert result.failure.reason is FailureReason.MALFORMED
+    assert "longer than" in result.failure.detail
+    assert result.failure.line_number == 2
 
 
 # --- truncated -----------------------------------------------------------------
