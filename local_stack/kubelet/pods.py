@@ -140,7 +140,7 @@ class PodManager:
         self.context.timers.call_later(
             LOG_RETENTION_SECONDS, uid, lambda: remove_folder(folder)
         )
-        logger.info("pod removed", extra=worker.ids)
+        logger.debug("pod removed", extra=worker.ids)
 
     def _schedule(self, pod: dict[str, Any]) -> None:
         metadata = pod["metadata"]

@@ -38,6 +38,11 @@ class ScriptPlayer:
         self._cancelled = False
 
     def start(self) -> None:
+        """Apply the first step now if it has no delay, else schedule it."""
+        steps = self.script.steps
+        if self.next_step < len(steps) and steps[self.next_step].delay == 0:
+            self._apply()
+            return
         self._schedule()
 
     def cancel(self) -> None:
