@@ -42,6 +42,27 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+__all__ = [
+    "FORMAT_FAMILY",
+    "FORMAT_V1",
+    "MAX_CHUNK_BYTES",
+    "MAX_RECORD_LINE_BYTES",
+    "OUTCOME_EXIT_CODES",
+    "ChunkRecord",
+    "EndRecord",
+    "FailureReason",
+    "Outcome",
+    "ParseFailure",
+    "Report",
+    "ReportHeader",
+    "ReportParseResult",
+    "ReportRecord",
+    "ResourceUsage",
+    "StreamSummary",
+    "build_schemas",
+    "parse_report",
+]
+
 FORMAT_FAMILY: Final = "pod-monitor.report/"
 FORMAT_V1: Final = "pod-monitor.report/v1"
 
