@@ -31,7 +31,7 @@ from local_stack.kubelet.worker import NodeContext
 logger = logging.getLogger("local_stack.kubelet")
 
 #: Threads that apply pod changes. Status patches are the slow part, and the
-#: API server answers several at once.
+#: API server handles several at once.
 WORKERS = 16
 
 #: Seconds to retry the first node registration while the API server starts.

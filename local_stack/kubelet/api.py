@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 #: Seconds to connect and to wait for a response to an ordinary request.
 REQUEST_TIMEOUT_SECONDS = 30.0
 
-#: Longest error body kept in an ApiError message, in characters.
+#: Maximum length of the error body kept in an ApiError message, in characters.
 MAX_ERROR_BODY = 500
 
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"

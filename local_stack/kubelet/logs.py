@@ -31,7 +31,7 @@ from typing import BinaryIO, Literal
 
 Stream = Literal["stdout", "stderr"]
 
-#: Longest line stored as one record, in bytes. containerd and CRI-O split
+#: Maximum length of a line stored as one record, in bytes. containerd and CRI-O split
 #: lines at 16 KiB too.
 MAX_LINE_BYTES = 16 * 1024
 

@@ -44,7 +44,7 @@ _DECIMAL_SUFFIXES = {
 }
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
 
-#: Name of the folder, inside the stand-in's own memory cgroup, that holds one
+#: Name of the folder, inside the stand-in's own memory cgroup, that contains one
 #: child cgroup per container.
 CGROUP_FOLDER = "local-kubelet"
 

@@ -1,6 +1,6 @@
 """The Node object of the stand-in: registration, heartbeat and Lease.
 
-The Node says where the API server finds the log endpoint: InternalIP
+The Node tells the API server where the log endpoint is: InternalIP
 127.0.0.1 and ``daemonEndpoints.kubeletEndpoint.Port``. Its Ready condition
 gets a fresh ``lastHeartbeatTime`` and its Lease in ``kube-node-lease`` a
 fresh ``renewTime`` every :data:`HEARTBEAT_SECONDS`, as a kubelet does. No

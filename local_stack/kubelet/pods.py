@@ -36,8 +36,8 @@ UNSCHEDULABLE_MESSAGE = (
     "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
 )
 
-#: Waiting reasons for which the kubelet's log endpoint says that the image
-#: cannot be pulled instead of naming the reason.
+#: Waiting reasons for which the kubelet's log endpoint reports that the
+#: image cannot be pulled, instead of naming the reason.
 _PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff"}
 
 
@@ -234,7 +234,7 @@ class PodManager:
         status and message that a kubelet's log endpoint returns."""
         with self._lock:
             worker = self._by_name.get((namespace, pod))
-        if worker is None or worker.gone:
+        if worker is None or worker.removed:
             raise LogLookupError(404, f'pod "{pod}" does not exist')
         status = worker.model.container(container)
         if status is None:
@@ -256,6 +256,6 @@ class PodManager:
             )
 
         def is_active() -> bool:
-            return status.state == "running" and not worker.gone
+            return status.state == "running" and not worker.removed
 
         return LogTarget(worker.log_paths(container), is_active)

@@ -39,7 +39,7 @@ _JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
 
 
 class StartError(Exception):
-    """The container process could not be started. The message says why."""
+    """The container process could not be started. The message gives the cause."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a container process ended. Times are seconds since the epoch."""
+    """End of a container process: exit code, OOM kill and times in seconds
+    since the epoch."""
 
     exit_code: int
     oom_killed: bool
@@ -70,7 +71,7 @@ def exit_code_of(returncode: int) -> int:
 
 def process_start_ticks(pid: int) -> int | None:
     """Return the start time of a process in clock ticks since boot, which
-    tells a process apart from a later one with the same pid."""
+    distinguishes a process from a later one with the same pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:

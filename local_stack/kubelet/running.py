@@ -211,6 +211,7 @@ class ProcessRunner:
         container = worker.model.container(name)
         if container is None:
             return
+
         reason = "OOMKilled" if status.oom_killed else None
         exit_code = 137 if status.oom_killed else status.exit_code
         message = None
@@ -235,6 +236,7 @@ class ProcessRunner:
                 "reason": container.reason,
             },
         )
+
         worker.record.processes = [
             p for p in worker.record.processes if p.container != name
         ]

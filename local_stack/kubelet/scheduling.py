@@ -61,8 +61,8 @@ class KeyedExecutor:
             try:
                 task()
             except Exception:
-                # A failing task must not stop the pod's later tasks; the
-                # task itself logs what it knows about the pod.
+                # A failing task must not stop the pod's later tasks, so
+                # the error is logged here with the pod's UID.
                 logger.exception("pod task failed", extra={"uid": key})
 
 

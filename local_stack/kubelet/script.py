@@ -356,6 +356,7 @@ class Step:
             },
             where,
         )
+
         delay = fields.get("delay", 0)
         if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
             raise ScriptError(f"{where}.delay must be a number >= 0, got {delay!r}")
@@ -367,6 +368,7 @@ class Step:
         phase = _optional(fields, "phase", str, where)
         if phase is not None and phase not in _PHASES:
             raise ScriptError(f"{where}.phase must be one of {_PHASES}, got {phase!r}")
+
         containers = {
             name: ContainerState.from_json(state, f"{where}.containers[{name!r}]")
             for name, state in _expect_object(
@@ -386,6 +388,7 @@ class Step:
                 fields.get("logs", {}), f"{where}.logs"
             ).items()
         }
+
         return cls(
             delay=float(delay),
             action=cast(ActionName, action),

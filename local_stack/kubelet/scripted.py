@@ -71,7 +71,7 @@ class ScriptPlayer:
 
     def _apply(self) -> None:
         worker = self.worker
-        if self._cancelled or worker.gone:
+        if self._cancelled or worker.removed:
             return
         index = self.next_step
         step = self.script.steps[index]

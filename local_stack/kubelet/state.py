@@ -1,4 +1,4 @@
-"""What the stand-in has done per pod, kept in the state folder across restarts.
+"""Records of the stand-in's work per pod, kept in the state folder across restarts.
 
 Layout of the state folder::
 
@@ -51,7 +51,7 @@ class PodRecord:
 
 
 class StateStore:
-    """Reads and writes PodRecords and knows the folders of a pod."""
+    """Reads and writes PodRecords and returns the folders of a pod."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

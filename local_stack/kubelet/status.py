@@ -1,6 +1,6 @@
 """Pod status as a kubelet writes it, and the patch between two versions.
 
-:class:`PodStatusModel` stores what the stand-in knows of one pod (container
+:class:`PodStatusModel` stores the stand-in's view of one pod (container
 states, phase, pod reason and message, extra conditions) and renders the
 ``status`` object from it. Conditions Initialized, ContainersReady and Ready
 follow the rules of the kubelet's status generator (pkg/kubelet/status,
@@ -126,7 +126,7 @@ class ContainerStatus:
 
 
 class PodStatusModel:
-    """What the stand-in reports for one pod, rendered as ``status``."""
+    """Status that the stand-in reports for one pod, rendered as ``status``."""
 
     def __init__(self, pod: dict[str, Any]) -> None:
         spec = pod.get("spec", {})
@@ -146,6 +146,7 @@ class PodStatusModel:
             )
             for c in spec.get("containers") or []
         ]
+
         self.phase: str | None = None
         self.reason: str | None = None
         self.message: str | None = None
@@ -154,6 +155,7 @@ class PodStatusModel:
         #: because startTime has whole seconds only.
         self.start_epoch = parse_time(previous_start) if previous_start else time.time()
         self.start_time = previous_start or format_time(self.start_epoch)
+
         #: Conditions set from outside the derivation (scripts, node loss),
         #: by type. They replace derived conditions of the same type.
         self.extra_conditions: dict[str, dict[str, Any]] = {}

@@ -41,7 +41,7 @@ from local_stack.kubelet.status import (
 
 logger = logging.getLogger(__name__)
 
-#: Longest grace period honoured when a pod is deleted, in seconds. Tests
+#: Maximum grace period honoured when a pod is deleted, in seconds. Tests
 #: delete pods often and should not wait the default 30 seconds.
 MAX_GRACE_SECONDS = 5.0
 
@@ -62,7 +62,7 @@ RETRY_SECONDS = 0.2
 
 @dataclass
 class NodeContext:
-    """What every worker shares: the API, the node and the state folder."""
+    """Dependencies that every worker shares: the API, the node and the state folder."""
 
     client: KubeClient
     node_name: str
@@ -86,9 +86,11 @@ class PodWorker:
         self.record = PodRecord(self.uid, self.namespace, self.name, mode="process")
         self.finished = False
         self.deleting = False
-        self.deleted = False
+        #: The stand-in has sent the final DELETE of the pod.
+        self.delete_sent = False
         self.node_lost = False
-        self.gone = False
+        #: The API server no longer has the pod (a DELETED event arrived).
+        self.removed = False
         self.runner: ProcessRunner | None = None
         self.player: ScriptPlayer | None = None
         self._deadline: Timer | None = None
@@ -128,7 +130,7 @@ class PodWorker:
     # Watch events ---------------------------------------------------------
 
     def start(self) -> None:
-        """Take the pod on when the stand-in sees it for the first time."""
+        """Take the pod on when the watch delivers it for the first time."""
         status = self.pod.get("status") or {}
         previous = self.context.store.load(self.uid)
         if previous is not None:
@@ -171,9 +173,10 @@ class PodWorker:
 
     def remove(self) -> None:
         """Forget the pod after the API server deleted it."""
-        self.gone = True
+        self.removed = True
         if self.runner is not None:
-            # Deleted by someone else with grace 0: nobody waits for the end.
+            # Deleted by someone else with grace 0, so no status can be written
+            # any more and the processes are killed at once.
             self.runner.stop(grace_seconds=0)
         if self.player is not None:
             self.player.cancel()
@@ -303,7 +306,7 @@ class PodWorker:
 
     def on_runner_done(self) -> None:
         """Handle the end of the last process of the pod."""
-        if self.gone:
+        if self.removed:
             return
         if self.deleting:
             self._complete_deletion()
@@ -319,9 +322,9 @@ class PodWorker:
 
     def delete_now(self) -> None:
         """Delete the pod with grace period 0, for this UID only."""
-        if self.deleted:
+        if self.delete_sent:
             return
-        self.deleted = True
+        self.delete_sent = True
         body = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
@@ -337,7 +340,7 @@ class PodWorker:
             if error.status in (404, 409):
                 return
             logger.error("pod deletion failed", extra={**self.ids, "error": str(error)})
-            self.deleted = False
+            self.delete_sent = False
 
     # Status ---------------------------------------------------------------
 
@@ -351,7 +354,7 @@ class PodWorker:
 
     def sync_status(self) -> None:
         """Send what changed in the status since the last patch."""
-        if self.gone:
+        if self.removed:
             return
         patch = self.model.patch()
         if patch is None:

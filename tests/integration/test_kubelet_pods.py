@@ -322,7 +322,7 @@ def test_missing_executable_fails_pod(
 
 
 def test_log_endpoint_unknown_pod_is_404(stack: StackConfig) -> None:
-    # The API server checks pods itself, so this asks the stand-in directly.
+    # The API server checks pods itself, so this request goes to the stand-in.
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
