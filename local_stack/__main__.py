@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from local_stack import build
 from local_stack.config import StackConfig
 from local_stack.errors import StackError
+from local_stack.leases import sessions_active
 from local_stack.stack import Stack
 
 logger = logging.getLogger("local_stack")
@@ -74,6 +75,11 @@ def _up(stack: Stack) -> int:
 
 
 def _down(stack: Stack, *, wipe: bool) -> int:
+    if sessions_active(stack.config.stack_dir):
+        logger.warning(
+            "pytest sessions are still using %s; their stack tests will fail",
+            stack.config.stack_dir,
+        )
     problems = stack.down(wipe=wipe)
     for problem in problems:
         logger.error("%s", problem)

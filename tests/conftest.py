@@ -7,7 +7,8 @@ fixtures, so a run of the unit tests alone never starts a server.
 The stack starts once per session. When `python -m local_stack status`
 would report every component up, as after `make test` ran `up`, the session
 reuses the stack and stops nothing. Otherwise it runs `up` and at the end
-stops only the components that this session started.
+stops only the components that this session started, unless another pytest
+session still uses the same stack folder (see local_stack.leases).
 """
 
 from __future__ import annotations
@@ -60,16 +61,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def _stack_session() -> Iterator[StackConfig]:
     """Start the stack unless it already runs, and stop what was started."""
+    from local_stack.leases import SessionLease
     from local_stack.stack import Stack
 
     config = StackConfig.from_environ()
     stack = Stack(config)
-    if all(entry.state in {"up", "skipped"} for entry in stack.status()):
-        started: list[str] = []
-    else:
-        started = stack.up()
-    yield config
-    if started:
+    lease = SessionLease(config.stack_dir)
+    try:
+        if all(entry.state in {"up", "skipped"} for entry in stack.status()):
+            started: list[str] = []
+        else:
+            started = stack.up()
+        yield config
+    finally:
+        is_last_session = lease.release()
+    # Another session still using the stack keeps it running; the stack is
+    # then left up, as after `python -m local_stack up`.
+    if started and is_last_session:
         stack.stop(started)
 
 

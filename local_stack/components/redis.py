@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import redis as redis_client
 
@@ -31,30 +32,40 @@ class Redis(Component):
             "Install it with `apt-get update && apt-get install -y redis-server`.",
         )
 
+    @property
+    def config_path(self) -> Path:
+        """redis.conf written by `prepare`."""
+        return self.directory / "redis.conf"
+
+    def prepare(self) -> None:
+        """Write redis.conf for this stack."""
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    f"port {self.config.redis_port}",
+                    f"bind {HOST}",
+                    'save ""',
+                    "appendonly no",
+                    # Evicting a queue key would silently drop Celery messages.
+                    "maxmemory-policy noeviction",
+                    f"dir {self.directory}",
+                    "daemonize no",
+                    # redis-server replaces its command line with this title.
+                    # Naming the config file in it lets owns_cmdline tell
+                    # this stack's server from another one on the same port.
+                    'proc-title-template "{title} {listen-addr} {config-file}"',
+                    "",
+                ]
+            )
+        )
+
     def command(self) -> Sequence[str]:
         """Return redis-server's argv."""
-        return [
-            "redis-server",
-            "--port",
-            str(self.config.redis_port),
-            "--bind",
-            HOST,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            # Evicting a queue key would silently drop Celery messages.
-            "--maxmemory-policy",
-            "noeviction",
-            "--dir",
-            str(self.directory),
-            "--daemonize",
-            "no",
-        ]
+        return ["redis-server", str(self.config_path)]
 
     def owns_cmdline(self, cmdline: str) -> bool:
-        """Match redis-server, which rewrites its title to "ADDRESS:PORT"."""
-        return "redis-server" in cmdline and f":{self.config.redis_port}" in cmdline
+        """Match redis-server started with this stack's redis.conf."""
+        return "redis-server" in cmdline and str(self.config_path) in cmdline
 
     def check_health(self) -> str | None:
         """Send PING and expect PONG."""
