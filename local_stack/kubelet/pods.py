@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from local_stack.kubelet.api import STRATEGIC_MERGE_PATCH, ApiError, pod_path
@@ -221,7 +222,8 @@ class PodManager:
             record = store.load(uid)
             if record is not None:
                 for process in record.processes:
-                    kill_leftover(process.pid, process.start_ticks, None)
+                    cgroup = None if process.cgroup is None else Path(process.cgroup)
+                    kill_leftover(process.pid, process.start_ticks, cgroup)
                 remove_folder(store.log_folder(record.namespace, record.name, uid))
             store.forget(uid)
 

@@ -331,3 +331,39 @@ def test_log_endpoint_unknown_pod_is_404(stack: StackConfig) -> None:
         urllib.request.urlopen(url, timeout=5, context=context)
     assert raised.value.code == 404
     assert raised.value.read() == b'pod "nothing" does not exist'
+
+
+@pytest.mark.skipif(
+    TEST_NODE is not None, reason="a --no-scheduling stand-in binds nothing"
+)
+def test_unmatched_node_selector_unschedulable(
+    core: kube_client.CoreV1Api, kube_namespace: str
+) -> None:
+    manifest = python_pod("picky", "print('never')")
+    manifest["spec"]["nodeSelector"] = {"kubernetes.io/hostname": "elsewhere"}
+    create_pod(core, kube_namespace, manifest)
+
+    def unschedulable(pod: Any) -> bool:
+        conditions = {c.type: c for c in pod.status.conditions or []}
+        scheduled = conditions.get("PodScheduled")
+        return scheduled is not None and scheduled.reason == "Unschedulable"
+
+    pod = wait_for_pod(core, kube_namespace, "picky", unschedulable)
+    assert pod.spec.node_name is None
+    assert pod.status.phase == "Pending"
+
+
+@pytest.mark.skipif(
+    TEST_NODE is not None, reason="a --no-scheduling stand-in binds nothing"
+)
+def test_other_scheduler_name_left_unbound(
+    core: kube_client.CoreV1Api, kube_namespace: str
+) -> None:
+    manifest = python_pod("foreign", "print('never')")
+    manifest["spec"]["schedulerName"] = "some-other-scheduler"
+    create_pod(core, kube_namespace, manifest)
+    time.sleep(1.0)
+
+    pod: Any = core.read_namespaced_pod("foreign", kube_namespace)
+    assert pod.spec.node_name is None
+    assert not pod.status.conditions
