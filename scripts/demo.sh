@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run the main job end to end on the local stack and print its events.
+#
+# Creates .venv if missing, installs the project, starts the local stack
+# (building it on the first run), a watcher and a prefork Celery worker,
+# submits executions of real Python code as pods, and prints the events read
+# back from Kafka. Arguments are passed on to `python -m local_stack.demo`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+python="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+    echo "demo.sh: creating .venv with $("$python" --version)"
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+exec .venv/bin/python -m local_stack.demo "$@"
