@@ -33,6 +33,7 @@ from kubernetes import client as kube_client
 
 from local_stack.config import StackConfig
 from tests.kube_clients import new_kube_api_client
+from tests.stack_settings import CELERY_FIXTURE_DATABASE
 
 # pytest-celery 1.3 replaces celery.contrib.pytest's `celery_worker` with a
 # fixture that runs the worker in a Docker container, which fails without a
@@ -45,7 +46,7 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 TEST_TOPIC_PARTITIONS = 3
 
 #: Redis databases handed to tests in turn. Database 0 is left to the demo.
-_REDIS_TEST_DATABASES = itertools.cycle(range(1, 16))
+_REDIS_TEST_DATABASES = itertools.cycle(range(1, CELERY_FIXTURE_DATABASE))
 
 #: Seconds to wait for Kafka admin operations on the local node.
 _KAFKA_ADMIN_TIMEOUT = 30.0
@@ -198,7 +199,7 @@ def kafka_consumer(kafka_bootstrap_servers: str, kafka_topic: str) -> Iterator[A
 
 @pytest.fixture
 def redis_url(stack: StackConfig) -> str:
-    """URL of a flushed Redis database for this test, one of databases 1 to 15.
+    """URL of a flushed Redis database for this test, one of databases 1 to 14.
 
     Databases are handed out in turn and flushed before the test, so a test
     finds no keys from earlier tests. Database 0 is never used, which leaves

@@ -27,7 +27,8 @@ def make_app(redis_url: str) -> Celery:
         worker_hijack_root_logger=False,
     )
 
-    @app.task(name=ADD_TASK)
+    # Not shared, so apps made by other tests do not get a copy of the task.
+    @app.task(name=ADD_TASK, shared=False)
     def add(left: int, right: int) -> dict[str, int]:
         """Add two numbers and report which process did it."""
         return {"sum": left + right, "pid": os.getpid(), "ppid": os.getppid()}

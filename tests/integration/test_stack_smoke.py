@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
+from celery.worker import WorkController
 from confluent_kafka import Producer
 from kubernetes import client as kube_client
 
@@ -23,6 +25,7 @@ from local_stack import build
 from local_stack.config import StackConfig
 from tests.integration import smoke_celery_app
 from tests.kube_clients import new_kube_api_client
+from tests.stack_settings import CELERY_FIXTURE_DATABASE
 
 CHECKOUT_DIR = Path(__file__).resolve().parents[2]
 
@@ -165,3 +168,26 @@ def test_stack_settings_match_environment(stack: StackConfig) -> None:
     assert stack.kubeconfig_path.exists()
     assert stack.kafka_bootstrap_servers == f"127.0.0.1:{stack.kafka_port}"
     assert stack.redis_url == f"redis://127.0.0.1:{stack.redis_port}/0"
+
+
+@pytest.fixture(scope="session")
+def celery_config(_stack_session: StackConfig) -> dict[str, str]:
+    """Point Celery's own `celery_app` fixture at the stack's Redis."""
+    url = f"redis://127.0.0.1:{_stack_session.redis_port}/{CELERY_FIXTURE_DATABASE}"
+    return {"broker_url": url, "result_backend": url}
+
+
+def test_celery_contrib_fixtures_use_stack_redis(
+    celery_app: Celery, celery_worker: WorkController
+) -> None:
+    # celery_worker here is celery.contrib.pytest's in-process worker, which
+    # tests/conftest.py restores over pytest-celery's Docker-based one.
+    @celery_app.task(name="smoke.multiply")
+    def multiply(left: int, right: int) -> int:
+        return left * right
+
+    celery_worker.reload()
+    result = multiply.delay(6, 7)
+
+    assert result.get(timeout=DELIVERY_TIMEOUT) == 42
+    assert celery_app.conf.broker_url.endswith(f"/{CELERY_FIXTURE_DATABASE}")
