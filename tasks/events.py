@@ -171,8 +171,11 @@ class ResourceUsage(BaseModel):
     cpu_system_seconds: float | None = None
     """CPU seconds in kernel mode, of the program and its children."""
     peak_memory_bytes: int | None = None
-    """Peak memory: the cgroup's peak where the runner could read it, else
-    the largest resident set size of the program's processes."""
+    """Largest resident set size of the program's processes (getrusage of
+    the runner's children), else the cgroup's peak."""
+    cgroup_memory_peak_bytes: int | None = None
+    """Peak memory of the container's cgroup, page cache and the runner
+    included, where the runner could read it."""
 
 
 class _Event(BaseModel):

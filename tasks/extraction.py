@@ -82,11 +82,15 @@ def facts_of(report: reports.Report) -> RunnerFacts:
             wall_seconds=usage.wall_seconds,
             cpu_user_seconds=usage.user_cpu_seconds,
             cpu_system_seconds=usage.system_cpu_seconds,
+            # The children's peak RSS measures the program itself; the
+            # cgroup's peak also counts page cache and the runner, and where
+            # no container isolates it, the whole host.
             peak_memory_bytes=(
-                usage.cgroup_memory_peak_bytes
-                if usage.cgroup_memory_peak_bytes is not None
-                else usage.max_rss_bytes
+                usage.max_rss_bytes
+                if usage.max_rss_bytes is not None
+                else usage.cgroup_memory_peak_bytes
             ),
+            cgroup_memory_peak_bytes=usage.cgroup_memory_peak_bytes,
         ),
     )
 
