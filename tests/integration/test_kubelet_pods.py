@@ -186,7 +186,10 @@ def test_follow_streams_until_container_ends(
     )
     body = b"".join(response.stream(1024))
     assert body == b"".join(b"tick %d\n" % i for i in range(5))
-    assert terminal(core.read_namespaced_pod("follow", kube_namespace))
+    # The follow ends when the process ends, which may be just before the
+    # status patch that says so reaches the API server.
+    pod = wait_for_pod(core, kube_namespace, "follow", terminal, timeout=5)
+    assert pod.status.phase == "Succeeded"
 
 
 def test_exit_zero_succeeds(core: kube_client.CoreV1Api, kube_namespace: str) -> None:
