@@ -10,6 +10,7 @@ from types import FrameType
 
 from watcher.checkpoint import RedisCheckpointStore, redis_client
 from watcher.clock import SystemClock
+from watcher.enqueue import configure_sender
 from watcher.kube import KubeClient, load_api_client
 from watcher.log_format import configure_logging
 from watcher.service import Service
@@ -37,13 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     export_shared_settings(config)
     from tasks.app import create_app  # noqa: PLC0415
 
+    celery_app = create_app()
+    configure_sender(celery_app)
+
     api_client = load_api_client(config.watcher.kubeconfig)
     service = Service(
         config,
         kube=KubeClient(
             api_client, connect_timeout=config.watcher.connect_timeout_seconds
         ),
-        celery_app=create_app(),
+        celery_app=celery_app,
         checkpoint_store=RedisCheckpointStore(
             redis_client(
                 config.broker.redis_url,

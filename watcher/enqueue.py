@@ -45,6 +45,18 @@ RETRIED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def configure_sender(app: Any) -> None:
+    """Turn off the result backend of the watcher's copy of the Celery app.
+
+    With a Redis result backend, every ``send_task`` also subscribes to the
+    task's result channel, so a long-running sender collects one
+    subscription per task, and with Redis down it raises ``RuntimeError``
+    ("must be restarted") instead of a connection error. The watcher never
+    reads results, and the workers store them with their own app.
+    """
+    app.conf.update(result_backend="disabled")
+
+
 class Enqueue(Protocol):
     def __call__(self, snapshot: PodSnapshot, scope: str) -> None:
         """Send one snapshot; return once the broker accepted it.
