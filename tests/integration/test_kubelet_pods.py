@@ -370,3 +370,23 @@ def test_other_scheduler_name_left_unbound(
     pod: Any = core.read_namespaced_pod("foreign", kube_namespace)
     assert pod.spec.node_name is None
     assert not pod.status.conditions
+
+
+def test_deletion_kills_process_ignoring_sigterm(
+    core: kube_client.CoreV1Api, kube_namespace: str
+) -> None:
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    create_pod(core, kube_namespace, python_pod("stubborn", code))
+    wait_for_pod(core, kube_namespace, "stubborn", running)
+
+    started = time.monotonic()
+    core.delete_namespaced_pod("stubborn", kube_namespace, grace_period_seconds=2)
+    wait_gone(core, kube_namespace, "stubborn")
+    elapsed = time.monotonic() - started
+    assert elapsed >= 2.0
+    assert elapsed < 10.0
