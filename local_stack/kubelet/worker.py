@@ -94,6 +94,7 @@ class PodWorker:
         self.runner: ProcessRunner | None = None
         self.player: ScriptPlayer | None = None
         self._deadline: Timer | None = None
+        self._deadline_seconds: int | None = None
         self._deadline_hit = False
 
     # Fields used in every log line about this pod.
@@ -254,7 +255,12 @@ class PodWorker:
     # Deadline -------------------------------------------------------------
 
     def _arm_deadline(self) -> None:
+        """Schedule the activeDeadlineSeconds check, again only when the value
+        changed, because every status patch comes back as a watch event."""
         deadline = (self.pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline == self._deadline_seconds and self._deadline is not None:
+            return
+        self._deadline_seconds = deadline
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
