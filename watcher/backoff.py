@@ -1,10 +1,10 @@
 """Exponential backoff with jitter that resets after a healthy period.
 
-The reconnect values follow client-go's reflector: the first retry waits
-about 0.8 s so that a short API server restart costs little, the wait
-doubles up to 30 s so that thousands of watchers do not hammer a recovering
-API server, and it resets once the watcher ran for 2 min without needing a
-retry, so one failure after hours of health waits 0.8 s again.
+The reconnect values follow client-go's reflector. The first retry waits
+about 0.8 s, so a short API server restart costs little. The wait doubles
+up to 30 s, so thousands of watchers do not flood a recovering API server.
+It resets after 2 min without a retry, so one failure after hours of
+health waits 0.8 s again.
 """
 
 from __future__ import annotations

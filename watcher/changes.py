@@ -1,4 +1,4 @@
-"""What the watcher last enqueued per pod, and which changes to skip.
+"""The memory of what the watcher last enqueued per pod, and skip warnings.
 
 The memory maps a pod's uid to the change key of the snapshot last
 enqueued, so a change that leads to no new event costs no task. It also

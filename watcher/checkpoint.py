@@ -1,9 +1,9 @@
 """The resourceVersion checkpoint of each scope, kept in Redis.
 
-The checkpoint is where a restarted watcher resumes its watch. It only ever
-holds a resourceVersion at or before the last change that was enqueued (or
-skipped as mattering to no event), so a restart replays at most the changes
-after it and loses none. It is written coalesced: at most once per
+The checkpoint is where a restarted watcher resumes its watch. Its
+resourceVersion is never past the last change that was enqueued (or
+skipped as mattering to no event), so a restart replays at most the
+changes after it and loses none. It is written coalesced: at most once per
 interval while events flow, and at once on a BOOKMARK, after a list and on
 stop, because a write per event would double the Redis traffic.
 

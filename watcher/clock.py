@@ -1,4 +1,4 @@
-"""Time as the watcher sees it, so that tests can replace it with fake time."""
+"""The clock of the watcher, an interface so that tests can use fake time."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 A send with the broker down fails in bounded time (the app's publish retry
 policy gives up after about 3.5 s) and is then retried here with backoff,
-for as long as it takes. The caller is the watch loop, so it holds the
-stream and its checkpoint meanwhile: no change is skipped, and nothing
-after it is marked as handled.
+for as long as it takes. The caller is the watch loop, which reads no
+further events meanwhile. So no change is skipped, and nothing after it is
+marked as handled in the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: First wait in seconds before sending a task again after a failure.
 ENQUEUE_RETRY_INITIAL_SECONDS = 0.5
-#: Longest wait between two sends. It is short because each failed send
+#: Max wait between two sends. It is short because each failed send
 #: already took seconds, and a returning broker should be noticed soon.
 ENQUEUE_RETRY_MAX_SECONDS = 10.0
 

@@ -31,7 +31,7 @@ class StreamStalledError(ApiUnavailableError):
 
 
 class ApiError(WatcherError):
-    """The API server answered a request with an HTTP error status."""
+    """The API server returned an HTTP error status."""
 
     def __init__(self, status: int, reason: str, body: str = "") -> None:
         self.status = status

@@ -1,11 +1,11 @@
 """Liveness and readiness of the watcher, and the HTTP server of both.
 
-``/livez`` answers 200 while every watch loop made progress within its
+``/livez`` returns 200 while every watch loop made progress within its
 liveness window: a read, an event, a retry or a backoff step all count, so
-a loop that waits for the broker is alive. ``/readyz`` answers 200 when
+a loop that waits for the broker is alive. ``/readyz`` returns 200 when
 every scope has an open watch that heard from the API server within the
 staleness window (bookmarks may never come, so the window is longer than
-the longest watch request) and sending tasks has not been failing longer
+the max watch request) and sending tasks has not been failing longer
 than its limit. A standby replica under leader election is ready, so a
 rolling update does not wait for it. ``/metrics`` serves Prometheus text.
 """

@@ -1,10 +1,15 @@
 """The one place that talks HTTP to the Kubernetes API server.
 
-Requests go through the kubernetes client's ``ApiClient`` (its kubeconfig
-and in-cluster loading, TLS and token refresh), but responses are read raw
-and parsed with orjson: the client's model objects cost about 20 times the
-CPU of parsing the JSON, and its ``watch.Watch`` resumes from the wrong
-resourceVersion. Errors of urllib3 and of the client become the errors of
+Requests go through the kubernetes client's ``ApiClient`` for its
+kubeconfig and in-cluster loading, TLS and token refresh. Responses are read
+raw and parsed with orjson, because building the client's ``V1Pod`` costs
+far more CPU: with kubernetes 37.0.1 on a 2-core AMD EPYC machine and a
+2.2 KB pod event, orjson parsed about 180,000 events/s and the client's
+``deserialize`` built about 5,300 pods/s. Its ``watch.Watch`` also resumes
+from the resourceVersion of the last event, which after the synthetic
+ADDEDs of a watch without resourceVersion is not a valid resume point.
+
+Errors of urllib3 and of the client become the errors of
 ``watcher.errors`` here, chained with ``from``.
 """
 
@@ -70,7 +75,7 @@ class KubeClient:
         """Send one request and return the JSON object of a 2xx response.
 
         Raises ``ApiError`` on an HTTP error status and ``ApiUnavailableError``
-        when the server could not be reached or did not answer in time.
+        when the server could not be reached or timed out.
         """
         response = self._send(method, path, query, body, read_timeout)
         try:
@@ -98,7 +103,7 @@ class KubeClient:
     ) -> Iterator[LineStream]:
         """Open a streaming GET; the stream is closed when the block ends.
 
-        Raises ``ApiError`` when the server answers with an error status.
+        Raises ``ApiError`` when the server returns an error status.
         """
         response = self._send("GET", path, query, None, read_timeout)
         if not 200 <= response.status <= 299:

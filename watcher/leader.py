@@ -3,8 +3,8 @@
 Off by default: one replica with ``strategy: Recreate`` needs none. When on,
 only the holder of the Lease watches. The algorithm is client-go's:
 
-- A candidate takes the Lease when nobody holds it, or when its record (the
-  holder and renew time) has not changed for ``leaseDurationSeconds`` as
+- A candidate takes the Lease when it has no holder, or when its record
+  (the holder and renew time) has not changed for ``leaseDurationSeconds`` as
   measured on the candidate's own monotonic clock, so clock skew between
   machines does not matter.
 - Every write is a replace with the read ``resourceVersion``, so two
@@ -65,6 +65,7 @@ class LeaseElector:
         self._clock = clock
         self._observed_record: tuple[Any, ...] | None = None
         self._observed_at = 0.0
+        #: True while the last write of the Lease by this identity succeeded.
         self._held = False
 
     @property

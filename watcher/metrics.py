@@ -1,7 +1,7 @@
 """Prometheus metrics of the watcher, served at ``/metrics``.
 
-Every metric has a ``scope`` label (``all-namespaces`` or
-``namespace:NAME``), so one watch per namespace can be told apart.
+Every metric but ``leader`` has a ``scope`` label (``all-namespaces`` or
+``namespace:NAME``), which separates the watches of several namespaces.
 """
 
 from __future__ import annotations

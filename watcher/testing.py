@@ -1,9 +1,8 @@
 """Fakes of the watcher's outside world, for unit tests: time, API server, Redis.
 
 Nothing here is used by the watcher itself. The fake API server plays
-scripted list pages and watch streams; when its watch script runs out it
-sets the stop event, so a test can call ``ScopeWatcher.run`` and have it
-return.
+scripted list pages and watch streams. When its script runs out it sets the
+stop event, so ``ScopeWatcher.run`` returns in a test.
 """
 
 from __future__ import annotations

@@ -151,8 +151,8 @@ class ScopeWatcher:
     def run(self) -> None:
         """Watch until the stop event is set.
 
-        Returns only then. Errors of the API server and Redis end a session
-        and are retried with backoff; any other exception is a bug and
+        Returns only then. Errors of the API server and Redis end a session,
+        which is retried with backoff. Any other exception is a bug and
         propagates, so the process exits and restarts from the checkpoint.
         """
         fields = {"scope": self.scope.name}
