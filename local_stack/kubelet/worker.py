@@ -374,7 +374,10 @@ class PodWorker:
                 )
                 return
             except ApiError as error:
-                if error.status in (404, 409):
+                # A pod of the same name but another UID rejects the UID in
+                # the patch with 422 "metadata.uid ... field is immutable".
+                replaced = error.status == 422 and "metadata.uid" in str(error)
+                if error.status in (404, 409) or replaced:
                     logger.debug("status patch for a pod that is gone", extra=self.ids)
                     return
                 if error.status == 422 or attempt == PATCH_ATTEMPTS:
