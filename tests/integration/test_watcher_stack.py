@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ from watcher.leader import LeaseElector, LeaseOptions
 from watcher.metrics import WatcherMetrics
 from watcher.podapi import KubePodApi
 from watcher.scope import Scope
+from watcher.service import Service
+from watcher.settings import load_config
 from watcher.watching import ScopeWatcher, WatchOptions
 
 SELECTOR_LABEL = "app.kubernetes.io/managed-by"
@@ -440,49 +443,8 @@ def test_watcher_command_serves_probes(
     redis_url: str,
 ) -> None:
     core = kube_client.CoreV1Api(kube_api_client)
-    environment = {
-        **os.environ,
-        "KUBECONFIG": str(stack.kubeconfig_path),
-        "POD_MONITOR_LOG_FORMAT": "text",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "watcher",
-        "--namespaces",
-        kube_namespace,
-        "--redis-url",
-        redis_url,
-        "--health-host",
-        "127.0.0.1",
-        "--health-port",
-        "0",
-        "--watch-timeout-min-seconds",
-        "5",
-        "--watch-timeout-max-seconds",
-        "8",
-    ]
-    process = subprocess.Popen(
-        command, env=environment, stderr=subprocess.PIPE, text=True
-    )
-    log_lines: queue.Queue[str] = queue.Queue()
-
-    def collect_log() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            log_lines.put(line)
-
-    threading.Thread(target=collect_log, daemon=True).start()
+    process, port = start_command(stack, redis_url, ["--namespaces", kube_namespace])
     try:
-        port = None
-        deadline = time.monotonic() + WAIT_SECONDS
-        while port is None and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                found = re.search(
-                    r'"health server started" port=(\d+)', log_lines.get(timeout=1)
-                )
-                port = int(found.group(1)) if found else None
-        assert port is not None, "the watcher logged no health server port"
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, "/readyz 200")
         assert httpx.get(f"{base}/livez").status_code == 200
@@ -498,3 +460,209 @@ def test_watcher_command_serves_probes(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def extra_namespace(core: kube_client.CoreV1Api, name: str) -> Iterator[str]:
+    """Create one more namespace for a test, and delete its pods and itself after."""
+    core.create_namespace(
+        kube_client.V1Namespace(metadata=kube_client.V1ObjectMeta(name=name))
+    )
+    try:
+        yield name
+    finally:
+        core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+        core.delete_namespace(name)
+
+
+@contextlib.contextmanager
+def run_service(
+    stack: StackConfig, redis_url: str, flags: list[str]
+) -> Iterator[Service]:
+    """Run the whole watcher service in a thread, configured by ``flags``."""
+    config = load_config(
+        [
+            "--redis-url",
+            redis_url,
+            "--watch-timeout-min-seconds",
+            "5",
+            "--watch-timeout-max-seconds",
+            "8",
+            *flags,
+        ]
+    )
+    app = create_app()
+    app.conf.update(broker_url=redis_url)
+    configure_sender(app)
+    checkpoint_redis = redis_client(redis_url, timeout=2)
+    service = Service(
+        config,
+        kube=KubeClient(load_api_client(str(stack.kubeconfig_path)), connect_timeout=5),
+        celery_app=app,
+        checkpoint_store=RedisCheckpointStore(checkpoint_redis, KEY_PREFIX),
+        clock=SystemClock(),
+    )
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(service.run()), daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        thread.join(timeout=30)
+        checkpoint_redis.close()
+        app.close()
+    assert codes == [0]
+
+
+def test_service_watches_several_namespaces(
+    stack: StackConfig,
+    kube_api_client: kube_client.ApiClient,
+    kube_namespace: str,
+    redis_url: str,
+) -> None:
+    core = kube_client.CoreV1Api(kube_api_client)
+    with (
+        extra_namespace(core, f"{kube_namespace[:50]}-second") as second,
+        run_service(
+            stack, redis_url, ["--namespaces", f"{kube_namespace},{second}"]
+        ) as service,
+    ):
+        assert [w.scope.namespace for w in service.watchers] == [kube_namespace, second]
+        wait_for(lambda: service.health.readiness()[0], "both watches to be ready")
+        core.create_namespaced_pod(kube_namespace, new_pod("in-first"))
+        core.create_namespaced_pod(second, new_pod("in-second"))
+        wait_for(has_snapshot(redis_url, "in-first"), "the pod of the first namespace")
+        wait_for(
+            has_snapshot(redis_url, "in-second"), "the pod of the second namespace"
+        )
+
+    assert stored_checkpoint(redis_url, kube_namespace) is not None
+    assert stored_checkpoint(redis_url, second) is not None
+
+
+def test_service_watches_all_namespaces(
+    stack: StackConfig,
+    kube_api_client: kube_client.ApiClient,
+    kube_namespace: str,
+    redis_url: str,
+) -> None:
+    core = kube_client.CoreV1Api(kube_api_client)
+    # A selector of this test only, so that pods of other tests stay out.
+    run_label = f"run-{uuid.uuid4().hex[:8]}"
+    selector = f"{LABEL_SELECTOR},pod-monitor.io/test-run={run_label}"
+    with run_service(stack, redis_url, ["--label-selector", selector]) as service:
+        assert [w.scope.namespace for w in service.watchers] == [None]
+        wait_for(lambda: service.health.readiness()[0], "the cluster-wide watch")
+        matching = new_pod("matching")
+        assert matching.metadata is not None
+        assert matching.metadata.labels is not None
+        matching.metadata.labels["pod-monitor.io/test-run"] = run_label
+        core.create_namespaced_pod(kube_namespace, matching)
+        core.create_namespaced_pod(kube_namespace, new_pod("not-matching"))
+        wait_for(has_snapshot(redis_url, "matching"), "the selected pod")
+
+    assert snapshots_of(redis_url, "not-matching") == []
+    connection = redis.Redis.from_url(redis_url)
+    assert connection.exists(f"{KEY_PREFIX}checkpoint:all-namespaces") == 1
+    connection.close()
+
+
+def start_command(
+    stack: StackConfig, redis_url: str, flags: list[str]
+) -> tuple[subprocess.Popen[str], int]:
+    """Start ``python -m watcher`` and return it with the port of its health server."""
+    environment = {**os.environ, "KUBECONFIG": str(stack.kubeconfig_path)}
+    command = [
+        sys.executable,
+        "-m",
+        "watcher",
+        "--redis-url",
+        redis_url,
+        "--health-host",
+        "127.0.0.1",
+        "--health-port",
+        "0",
+        "--log-format",
+        "text",
+        "--watch-timeout-min-seconds",
+        "5",
+        "--watch-timeout-max-seconds",
+        "8",
+        *flags,
+    ]
+    process = subprocess.Popen(
+        command, env=environment, stderr=subprocess.PIPE, text=True
+    )
+    log_lines: queue.Queue[str] = queue.Queue()
+
+    def collect_log() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log_lines.put(line)
+
+    threading.Thread(target=collect_log, daemon=True).start()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            found = re.search(
+                r'"health server started" port=(\d+)', log_lines.get(timeout=1)
+            )
+            if found:
+                return process, int(found.group(1))
+    process.kill()
+    pytest.fail("the watcher logged no health server port")
+
+
+def leader_gauge(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    found = re.search(r"^pod_monitor_watcher_leader (\S+)$", text, re.MULTILINE)
+    assert found is not None
+    return float(found.group(1))
+
+
+def test_leader_election_fails_over(
+    stack: StackConfig,
+    kube_api_client: kube_client.ApiClient,
+    kube_namespace: str,
+    redis_url: str,
+) -> None:
+    core = kube_client.CoreV1Api(kube_api_client)
+    flags = [
+        "--namespaces",
+        kube_namespace,
+        "--leader-election",
+        "--lease-namespace",
+        kube_namespace,
+        "--lease-retry-period-seconds",
+        "0.5",
+    ]
+    first, first_port = start_command(
+        stack, redis_url, [*flags, "--lease-identity", "first"]
+    )
+    second: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: leader_gauge(first_port) == 1, "the first to lead")
+        second, second_port = start_command(
+            stack, redis_url, [*flags, "--lease-identity", "second"]
+        )
+        time.sleep(2)
+        assert leader_gauge(second_port) == 0
+        standby = httpx.get(f"http://127.0.0.1:{second_port}/readyz")
+        assert standby.status_code == 200
+        assert standby.json()["standby"] is True
+
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+        # The first released the Lease, so the second leads at once.
+        wait_for(lambda: leader_gauge(second_port) == 1, "the second to lead", 10)
+        core.create_namespaced_pod(kube_namespace, new_pod("after-failover"))
+        wait_for(has_snapshot(redis_url, "after-failover"), "the task from the second")
+
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
