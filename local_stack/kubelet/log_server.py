@@ -11,6 +11,8 @@ server listens on loopback only.
 from __future__ import annotations
 
 import logging
+import select
+import socket
 import ssl
 import threading
 import time
@@ -164,7 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if target.paths.exists():
                 reader = LogReader(target.paths)
-                for chunk in reader.stream(options, target.is_active):
+                chunks = reader.stream(
+                    options, target.is_active, self._client_connected
+                )
+                for chunk in chunks:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     if options.follow:
                         self.wfile.flush()
@@ -173,6 +178,29 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError):
             # The client went away, for example a follow that was cancelled.
             self.close_connection = True
+
+    def _client_connected(self) -> bool:
+        """Return false once the client closed the connection, which a
+        follower that waits for lines would otherwise notice only when it
+        writes the next line."""
+        sock: socket.socket = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        if not readable:
+            return True
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            data: bytes = sock.recv(1)
+        except ssl.SSLWantReadError:
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.settimeout(timeout)
+        return data != b""
 
     def _send_text(self, status: int, text: str) -> None:
         body = text.encode()

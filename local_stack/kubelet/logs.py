@@ -44,6 +44,10 @@ INDEX_BATCH = 4096
 #: Seconds between checks for new lines while following a log.
 FOLLOW_POLL_SECONDS = 0.1
 
+#: Polls between checks whether a follower is still wanted (its client still
+#: connected), about once a second.
+WANTED_CHECK_POLLS = 10
+
 _RECORD = struct.Struct("<QIqB")
 _STREAM_CODES: dict[Stream, int] = {"stdout": 1, "stderr": 2}
 
@@ -213,7 +217,10 @@ class LogReader:
         return low
 
     def stream(
-        self, options: LogOptions, is_active: Callable[[], bool]
+        self,
+        options: LogOptions,
+        is_active: Callable[[], bool],
+        is_wanted: Callable[[], bool] = lambda: True,
     ) -> Iterator[bytes]:
         """Yield the log in chunks as the endpoint sends it.
 
@@ -221,7 +228,8 @@ class LogReader:
         prefixes each line with its arrival time and a space, and
         ``limitBytes`` cuts the output, prefixes included, after that many
         bytes. With ``follow`` the iterator waits for new lines until
-        ``is_active`` returns false and no line is left. Memory use stays
+        ``is_active`` returns false and no line is left, or until
+        ``is_wanted``, checked about once a second, returns false. Memory use stays
         within a few chunks, whatever the size of the log.
         """
         count = self.record_count()
@@ -244,13 +252,19 @@ class LogReader:
                 start = count
                 if not options.follow:
                     return
-                count = self._wait_for_records(start, is_active)
+                count = self._wait_for_records(start, is_active, is_wanted)
                 if count <= start:
                     return
 
-    def _wait_for_records(self, start: int, is_active: Callable[[], bool]) -> int:
+    def _wait_for_records(
+        self,
+        start: int,
+        is_active: Callable[[], bool],
+        is_wanted: Callable[[], bool],
+    ) -> int:
         """Wait until the index has more than ``start`` records, or the writer
-        stopped. Return the record count."""
+        stopped, or the reader is no longer wanted. Return the record count."""
+        polls = 0
         while True:
             # Reading the activity before the count means that lines written
             # just before the writer stopped are still seen.
@@ -258,6 +272,9 @@ class LogReader:
             count = self.record_count()
             if count > start or not active:
                 return count
+            polls += 1
+            if polls % WANTED_CHECK_POLLS == 0 and not is_wanted():
+                return start
             time.sleep(FOLLOW_POLL_SECONDS)
 
     def _chunks(
