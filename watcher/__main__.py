@@ -8,18 +8,29 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+import pydantic
+from kubernetes.config.config_exception import ConfigException
+
 from watcher.checkpoint import RedisCheckpointStore, redis_client
 from watcher.clock import SystemClock
 from watcher.enqueue import configure_sender
-from watcher.kube import KubeClient, load_api_client
+from watcher.kube import POOL_SPARE_CONNECTIONS, KubeClient, load_api_client
 from watcher.log_format import configure_logging
+from watcher.scope import scopes_for
 from watcher.service import Service
-from watcher.settings import SettingsError, export_shared_settings, load_config
+from watcher.settings import (
+    SettingsError,
+    describe_error,
+    export_shared_settings,
+    load_config,
+)
 
 logger = logging.getLogger("watcher")
 
 #: Exit code of an invalid setting, the same as argparse's usage errors.
 EXIT_INVALID_SETTING = 2
+#: Exit code when the process cannot start for another reason.
+EXIT_START_FAILED = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,12 +47,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the environment at import, which must hold the shared flags and pass
     # validation first.
     export_shared_settings(config)
-    from tasks.app import create_app  # noqa: PLC0415
+    try:
+        from tasks.app import create_app  # noqa: PLC0415
 
-    celery_app = create_app()
+        celery_app = create_app()
+    except pydantic.ValidationError as error:
+        # A setting that only tasks/ reads, such as the reconcile interval.
+        print(f"pod-monitor-watcher: {describe_error(error)}", file=sys.stderr)
+        return EXIT_INVALID_SETTING
     configure_sender(celery_app)
 
-    api_client = load_api_client(config.watcher.kubeconfig)
+    scopes = scopes_for(config.namespaces)
+    try:
+        api_client = load_api_client(
+            config.watcher.kubeconfig, pool_size=len(scopes) + POOL_SPARE_CONNECTIONS
+        )
+    except (ConfigException, OSError) as error:
+        print(
+            f"pod-monitor-watcher: no usable Kubernetes configuration "
+            f"(kubeconfig {config.watcher.kubeconfig or 'default'}): {error}; "
+            "set KUBECONFIG or --kubeconfig, or run in a pod",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID_SETTING
     service = Service(
         config,
         kube=KubeClient(
@@ -64,7 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    port = service.start_health_server()
+    try:
+        port = service.start_health_server()
+    except OSError as error:
+        address = f"{config.watcher.health_host}:{config.watcher.health_port}"
+        print(
+            f"pod-monitor-watcher: the health server cannot listen on {address}: "
+            f"{error}; set POD_MONITOR_HEALTH_PORT (--health-port) to a free port",
+            file=sys.stderr,
+        )
+        return EXIT_START_FAILED
     logger.info(
         "watcher started",
         extra={

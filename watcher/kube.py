@@ -33,19 +33,28 @@ _READ_SIZE = 64 * 1024
 
 JsonObject = dict[str, Any]
 
+#: Connections kept besides one per watch: a list and the Lease requests.
+POOL_SPARE_CONNECTIONS = 2
+
 # The client's loaders have no annotations.
 _load_kube_config: Callable[..., None] = config.load_kube_config
 _load_incluster_config: Callable[..., None] = config.load_incluster_config
 
 
-def load_api_client(kubeconfig: str | None) -> Any:
+def load_api_client(kubeconfig: str | None, *, pool_size: int | None = None) -> Any:
     """Build an ``ApiClient`` from ``kubeconfig``, in-cluster config or ~/.kube.
 
     ``kubeconfig`` may list several files as KUBECONFIG does. Without it,
     the service account of the pod is used when running in a cluster, else
-    the default kubeconfig file.
+    the default kubeconfig file. ``pool_size`` is the number of connections
+    kept open, at least one per concurrent watch. Raises the client's
+    ``ConfigException`` or ``OSError`` when no configuration can be loaded.
     """
     configuration = client.Configuration()
+    if pool_size is not None:
+        configuration.connection_pool_maxsize = max(
+            pool_size, configuration.connection_pool_maxsize or 0
+        )
     if kubeconfig:
         _load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:

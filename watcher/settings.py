@@ -330,10 +330,11 @@ def _build(cls: type[_Settings], flags: dict[str, Any]) -> _Settings:
     try:
         return cls(**flags)
     except ValidationError as error:
-        raise SettingsError(_describe(error)) from error
+        raise SettingsError(describe_error(error)) from error
 
 
-def _describe(error: ValidationError) -> str:
+def describe_error(error: ValidationError) -> str:
+    """Return one line naming the first invalid setting, its value and the problem."""
     first = error.errors()[0]
     location = first.get("loc") or ()
     message = first.get("msg", "invalid value")
@@ -341,4 +342,12 @@ def _describe(error: ValidationError) -> str:
         return f"invalid settings: {message}"
     name = str(location[0])
     value = first.get("input")
-    return f"invalid setting {env_name(name)} ({_flag(name)}) = {value!r}: {message}"
+    setting = env_name(name)
+    if name in _flag_names():
+        setting += f" ({_flag(name)})"
+    return f"invalid setting {setting} = {value!r}: {message}"
+
+
+def _flag_names() -> set[str]:
+    shared = {name for fields in _SHARED_FLAGS.values() for name in fields}
+    return set(WatcherSettings.model_fields) | shared

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from watcher.__main__ import EXIT_INVALID_SETTING, main
@@ -123,3 +127,26 @@ def test_unknown_flag_exits_2() -> None:
         load_config(["--no-such-flag"])
 
     assert raised.value.code == 2
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_exits_2_without_kubeconfig(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.yaml"
+
+    code = main(["--kubeconfig", str(missing)])
+
+    assert code == EXIT_INVALID_SETTING
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert str(missing) in error
