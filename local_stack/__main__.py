@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from local_stack import build
+from local_stack.components.flower import Flower
 from local_stack.config import StackConfig
 from local_stack.errors import StackError
 from local_stack.leases import sessions_active
@@ -111,6 +112,7 @@ def _env(config: StackConfig) -> int:
         "POD_MONITOR_REDIS_URL": config.redis_url,
         "POD_MONITOR_STACK_DIR": str(config.stack_dir),
         "POD_MONITOR_KUBECTL": str(kubectl),
+        **Flower(config).exports(),
     }
     for name, value in exports.items():
         print(f"export {name}={shlex.quote(value)}")

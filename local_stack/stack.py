@@ -2,8 +2,9 @@
 
 Components start in phases: etcd, Kafka and Redis together, then
 kube-apiserver once etcd is healthy, then the kubelet stand-in once the
-apiserver is healthy. A component whose server already runs (found by its pid
-file, or by the process listening on its port) is reused, not restarted.
+apiserver is healthy, then Flower. A component whose server already runs
+(found by its pid file, or by the process listening on its port) is reused,
+not restarted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from local_stack import build, processes
 from local_stack.components.apiserver import ApiServer
 from local_stack.components.base import Component
 from local_stack.components.etcd import Etcd
+from local_stack.components.flower import Flower
 from local_stack.components.kafka import Kafka
 from local_stack.components.kubelet import Kubelet
 from local_stack.components.redis import Redis
@@ -55,6 +57,7 @@ class Stack:
             [Etcd(config), Kafka(config), Redis(config)],
             [apiserver],
             [Kubelet(apiserver)],
+            [Flower(config)],
         ]
 
     @property

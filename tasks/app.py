@@ -19,6 +19,7 @@ send tasks, and only ``celery worker`` loads the modules in ``include``.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,47 @@ from celery import Celery
 from kombu import Queue
 
 from tasks import names, settings
+from tasks.settings import BrokerSettings, WorkerSettings
+
+#: Prefix of celery-redbeat's keys: the entry ``reconcile``, the lock, and
+#: redbeat's own ``:schedule`` and ``:statics`` keys.
+BEAT_KEY_PREFIX = "pod-monitor:redbeat:"
+#: Seconds from the reconciliation's own deadline to Celery's soft time
+#: limit, and again from there to the hard limit that kills the process.
+TIME_LIMIT_MARGIN_SECONDS = 60
+
+
+def reconcile_expires_seconds(worker: WorkerSettings) -> float:
+    """Return how long a sent reconciliation may wait in the queue.
+
+    A run still queued when the next one is due is pointless, so the
+    expiry is shorter than the interval and runs never pile up behind a
+    stopped worker. Every trigger uses it: Beat, the CLI and Flower's API.
+    """
+    return worker.reconcile_interval_seconds * 0.8
+
+
+def reconcile_time_limits(
+    worker: WorkerSettings, broker: BrokerSettings
+) -> tuple[int, int]:
+    """Return Celery's soft and hard time limits of the reconciliation.
+
+    Both sit above the run's own deadline, which ends a run cleanly with a
+    summary; the soft limit catches a run stuck inside one call, the hard
+    one a run that ignores the soft one. Raises ``ValueError`` when the hard
+    limit does not end before Redis would deliver the task again.
+    """
+    soft = math.ceil(worker.reconcile_time_limit_seconds + TIME_LIMIT_MARGIN_SECONDS)
+    hard = soft + TIME_LIMIT_MARGIN_SECONDS
+    if hard >= broker.visibility_timeout_seconds:
+        raise ValueError(
+            f"POD_MONITOR_RECONCILE_TIME_LIMIT_SECONDS="
+            f"{worker.reconcile_time_limit_seconds:g} is invalid: with the margins "
+            f"of the time limits a run may last {hard:g} s, which must be less than "
+            f"POD_MONITOR_VISIBILITY_TIMEOUT_SECONDS="
+            f"{broker.visibility_timeout_seconds}, or Redis delivers it twice"
+        )
+    return soft, hard
 
 
 def build_config() -> dict[str, Any]:
@@ -47,6 +89,9 @@ def build_config() -> dict[str, Any]:
         "result_backend_transport_options": dict(transport_options),
         "visibility_timeout": broker.visibility_timeout_seconds,
         "broker_connection_retry_on_startup": True,
+        # Keep reconnecting for as long as Redis is away; Celery's default
+        # of 100 attempts makes a worker exit during a long outage.
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": broker.redis_connect_timeout_seconds,
         # Sending a task with the broker down fails after these retries
         # (about 3.5 s), so the watcher notices and keeps its checkpoint.
@@ -85,18 +130,29 @@ def build_config() -> dict[str, Any]:
             "reconcile": {
                 "task": names.RECONCILE_TASK,
                 "schedule": timedelta(seconds=interval),
-                # A run that waited in the queue past the next one is
-                # dropped, so runs never pile up behind a stopped worker.
-                "options": {"expires": interval * 0.8},
+                "options": {"expires": reconcile_expires_seconds(worker)},
             }
         },
-        # celery-redbeat keeps the schedule in Redis and holds a lock there,
-        # so a second Beat started by mistake waits instead of sending too.
+        # celery-redbeat keeps the schedule and each entry's last run time in
+        # Redis, so a restarted Beat resumes the schedule where it stopped.
+        # Its lock lets one Beat send; a second one blocks until the lock is
+        # released (on shutdown) or expires (after a kill).
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": broker.redis_url,
-        "redbeat_key_prefix": "pod-monitor:redbeat",
-        "redbeat_lock_timeout": max(int(interval) * 2, 60),
-        "beat_max_loop_interval": min(5.0, interval / 4),
+        # Without its own options redbeat 2.4 borrows broker_transport_options
+        # (deprecated) and passes none of them to its Redis client.
+        "redbeat_redis_options": {
+            "socket_connect_timeout": broker.redis_connect_timeout_seconds,
+            "socket_timeout": broker.redis_connect_timeout_seconds * 2,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
+        "redbeat_key_prefix": BEAT_KEY_PREFIX,
+        "redbeat_lock_key": BEAT_KEY_PREFIX + "lock",
+        "redbeat_lock_timeout": int(worker.beat_lock_seconds),
+        # Beat renews its lock once per loop, so the loop must come back well
+        # within the lock's lifetime, and often enough to keep the schedule.
+        "beat_max_loop_interval": min(5.0, interval / 4, worker.beat_lock_seconds / 3),
         "worker_hijack_root_logger": False,
     }
 

@@ -17,10 +17,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from confluent_kafka import Consumer, KafkaError
 
 from tasks import names, settings
-from tasks.app import app
+from tasks.app import app, reconcile_expires_seconds
 from tasks.events import json_schema
 
 _EXIT_USAGE = 2
@@ -58,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reconcile = commands.add_parser("reconcile", help="send a reconciliation now")
     reconcile.add_argument(
-        "--wait", action="store_true", help="wait and print the summary"
+        "--wait",
+        action="store_true",
+        help="wait and print the summary; exit 1 unless its status is completed",
     )
     reconcile.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait"
@@ -163,13 +166,35 @@ def _preview(output: dict[str, Any], max_chars: int) -> str:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    result = app.send_task(names.RECONCILE_TASK, kwargs={"trigger": "cli"})
+    # The CLI does not load the task module, so it sets the expiry that the
+    # task's own options give every other trigger.
+    result = app.send_task(
+        names.RECONCILE_TASK,
+        kwargs={"trigger": "cli"},
+        expires=reconcile_expires_seconds(settings.worker()),
+    )
     print(f"sent reconciliation {result.id}")
     if not args.wait:
         return 0
-    summary = result.get(timeout=args.timeout, propagate=False)
+    try:
+        summary = result.get(timeout=args.timeout, propagate=False)
+    except CeleryTimeoutError:
+        print(
+            f"error: reconciliation {result.id} returned no result within "
+            f"{args.timeout:g} s; is a worker serving the queue "
+            f"{names.RECONCILE_QUEUE!r}?",
+            file=sys.stderr,
+        )
+        return 1
+    if not result.successful():
+        print(
+            f"error: reconciliation {result.id} ended in state {result.state}: "
+            f"{summary}",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(summary, indent=2, default=str))
-    return 0 if result.successful() else 1
+    return 0 if summary.get("status") == "completed" else 1
 
 
 if __name__ == "__main__":

@@ -182,16 +182,26 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    #: Seconds between two reconciliations scheduled by Beat.
-    reconcile_interval_seconds: float = Field(default=300.0, ge=10)
+    #: Seconds between two reconciliations scheduled by Beat. The floor of
+    #: 2 s lets tests watch several runs; production runs want minutes.
+    reconcile_interval_seconds: float = Field(default=300.0, ge=2)
     #: Days the per-execution state of a finished execution is kept.
     state_retention_days: float = Field(default=7.0, gt=0)
     #: Seconds one task may hold the lock of an execution. It must exceed
     #: a log read plus a delivery, or two tasks may emit the same event.
     execution_lock_seconds: float = Field(default=180.0, ge=5)
-    #: Seconds the reconciliation lock lives without renewal; renewed after
-    #: every page of the pod list.
+    #: Seconds the reconciliation lock lives without renewal. A run renews
+    #: it whenever a third of this has passed, so it bounds how long a
+    #: killed run blocks the next one.
     reconcile_lock_seconds: float = Field(default=600.0, ge=10)
+    #: Seconds one reconciliation may work before it stops where it is and
+    #: reports ``status: incomplete``; the next run goes on from scratch.
+    #: Celery's soft and hard time limits sit a little above it.
+    reconcile_time_limit_seconds: float = Field(default=1800.0, ge=5)
+    #: Seconds Beat's schedule lock in Redis lives without renewal. Beat
+    #: renews it on every tick; a Beat killed without releasing it holds
+    #: back a replacement for at most this long.
+    beat_lock_seconds: float = Field(default=30.0, ge=5)
 
 
 @functools.cache

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
@@ -18,7 +22,7 @@ from kubernetes import client as kube_client
 
 from local_stack.config import StackConfig
 from tests.conftest import _REDIS_TEST_DATABASES, TEST_TOPIC_PARTITIONS
-from tests.integration.monitor import Monitor
+from tests.integration.monitor import Monitor, free_port
 from tests.kube_clients import new_kube_api_client
 
 
@@ -90,3 +94,42 @@ def monitor(monitor_env: Monitor) -> Monitor:
     monitor_env.worker()
     monitor_env.watcher()
     return monitor_env
+
+
+@dataclass(frozen=True)
+class FlowerServer:
+    """A Flower process of one test module and how to reach it."""
+
+    url: str
+    #: User and password of Flower's basic auth, as httpx takes them.
+    auth: tuple[str, str]
+
+
+#: Seconds Flower may take to answer ``/healthcheck`` after it starts.
+FLOWER_START_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def flower(monitor_env: Monitor) -> FlowerServer:
+    """Flower for this module's Redis database, with basic auth, once healthy.
+
+    It sees the workers and tasks of this module only. The process stops
+    with the module's other processes.
+    """
+    port = free_port()
+    auth = ("test", secrets.token_urlsafe(12))
+    process = monitor_env.flower(port, f"{auth[0]}:{auth[1]}")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + FLOWER_START_TIMEOUT
+    while True:
+        try:
+            if httpx.get(f"{url}/healthcheck", timeout=2).text == "OK":
+                return FlowerServer(url=url, auth=auth)
+        except httpx.TransportError:
+            pass
+        if not process.running or time.monotonic() > deadline:
+            pytest.fail(
+                f"Flower did not answer {url}/healthcheck within "
+                f"{FLOWER_START_TIMEOUT:g} s\n{monitor_env.diagnostics()}"
+            )
+        time.sleep(0.3)

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kubernetes import client as kube_client
 
+from local_stack.components.flower import flower_arguments
 from local_stack.executions import execution_pod
 
 VENV_BIN = Path(sys.executable).parent
@@ -99,6 +101,7 @@ class Monitor:
     env: dict[str, str]
     log_dir: Path
     processes: dict[str, Process] = field(default_factory=dict)
+    _client: Celery | None = field(default=None, repr=False)
 
     def worker(self, name: str = "worker", concurrency: int = 2) -> Process:
         argv = [
@@ -122,6 +125,46 @@ class Monitor:
         ]
         return self._start(name, argv)
 
+    def beat(self, name: str = "beat", env: dict[str, str] | None = None) -> Process:
+        """Start ``celery beat`` with the app's scheduler (celery-redbeat)."""
+        argv = [str(VENV_BIN / "celery"), "-A", "tasks.app", "beat", "-l", "INFO"]
+        return self._start(name, argv, env)
+
+    def flower(self, port: int, basic_auth: str, name: str = "flower") -> Process:
+        """Start Flower on ``port`` for this module's Redis database.
+
+        The credentials go through the environment, so they stay out of the
+        process list.
+        """
+        argv = [str(VENV_BIN / "celery"), "-A", "tasks.app", *flower_arguments(port)]
+        return self._start(name, argv, {"FLOWER_BASIC_AUTH": basic_auth})
+
+    def create_pod(self, manifest: dict[str, Any]) -> str:
+        """Create a pod from a full manifest and return its name."""
+        body: Any = manifest
+        pod: Any = self.core.create_namespaced_pod(self.namespace, body)
+        return str(pod.metadata.name)
+
+    def celery_client(self) -> Celery:
+        """Return a Celery app that sends to and reads results from this
+        module's Redis database, whatever ``tasks.app`` was configured with.
+        """
+        if self._client is None:
+            client = Celery(
+                "pod-monitor-test-client",
+                broker=self.redis_url,
+                backend=self.redis_url,
+                set_as_current=False,
+            )
+            client.conf.update(
+                task_serializer="json",
+                result_serializer="json",
+                accept_content=["json"],
+                task_routes={"pod_monitor.reconcile": {"queue": "reconcile"}},
+            )
+            self._client = client
+        return self._client
+
     def watcher(self, name: str = "watcher") -> Process:
         env = {"POD_MONITOR_HEALTH_PORT": str(free_port())}
         return self._start(name, [str(VENV_BIN / "pod-monitor-watcher")], env)
@@ -139,6 +182,9 @@ class Monitor:
     def stop_all(self) -> None:
         for process in self.processes.values():
             process.stop()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def submit(self, execution_id: str, code: str, **options: Any) -> str:
         manifest: Any = execution_pod(execution_id, code, **options)
