@@ -131,6 +131,9 @@ class PodStatusModel:
     def __init__(self, pod: dict[str, Any]) -> None:
         spec = pod.get("spec", {})
         self.uid: str = pod["metadata"]["uid"]
+        #: metadata.generation of the latest pod version seen, reported as
+        #: status.observedGeneration.
+        self.generation: int | None = pod["metadata"].get("generation")
         self.restart_policy = spec.get("restartPolicy", "Always")
         init_specs = spec.get("initContainers") or []
         waiting_reason = "PodInitializing" if init_specs else "ContainerCreating"
@@ -243,6 +246,7 @@ class PodStatusModel:
             "podIP": POD_IP,
             "podIPs": [{"ip": POD_IP}],
             "startTime": self.start_time,
+            "observedGeneration": self.generation,
             "containerStatuses": [c.to_json() for c in self.containers],
             "reason": self.reason,
             "message": self.message,
@@ -263,7 +267,7 @@ class PodStatusModel:
             if key == "conditions":
                 continue
             if (
-                key in ("reason", "message")
+                key in ("reason", "message", "observedGeneration")
                 and value is None
                 and self._sent.get(key) is None
             ):

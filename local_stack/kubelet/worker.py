@@ -165,8 +165,14 @@ class PodWorker:
         self._arm_deadline()
 
     def update(self, pod: dict[str, Any]) -> None:
-        """Apply a later version of the pod: deletion and deadline changes."""
+        """Apply a later version of the pod: deletion, deadline and generation
+        changes."""
         self.pod = pod
+        generation = pod["metadata"].get("generation")
+        if generation != self.model.generation:
+            self.model.generation = generation
+            if not self.finished:
+                self.sync_status()
         if pod["metadata"].get("deletionTimestamp") and not self.deleting:
             self._begin_deletion()
         elif not self.finished:
