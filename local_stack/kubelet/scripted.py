@@ -126,6 +126,9 @@ class ScriptPlayer:
             container.set_waiting(state.reason or "ContainerCreating", state.message)
         elif state.state == "running":
             container.set_running(uid)
+            # An empty log exists from the start, as for a real container, so
+            # that a follower waits for lines instead of ending at once.
+            LogWriter(self.worker.log_paths(container.name)).close()
         else:
             container.set_terminated(
                 uid, state.exit_code or 0, reason=state.reason, message=state.message

@@ -211,3 +211,25 @@ def test_many_scripted_pods_complete(
         f"all Succeeded {finished - started:.1f} s after the first create"
     )
     assert succeeded == MANY_PODS
+
+
+def test_script_follow_waits_for_lines(
+    core: kube_client.CoreV1Api, kube_namespace: str
+) -> None:
+    script = Script(
+        [
+            Step.running(),
+            Step.log("main", "one\n", delay=0.5),
+            Step.log("main", "two\n", delay=0.5),
+            Step.succeeded(delay=0.3),
+        ]
+    )
+    create_pod(core, kube_namespace, scripted_pod("followed", script))
+    wait_for_pod(
+        core, kube_namespace, "followed", lambda pod: pod.status.phase == "Running"
+    )
+
+    response: Any = core.read_namespaced_pod_log(
+        "followed", kube_namespace, follow=True, _preload_content=False
+    )
+    assert b"".join(response.stream(1024)) == b"one\ntwo\n"
