@@ -1,6 +1,6 @@
 """The Node object of the stand-in: registration, heartbeat and Lease.
 
-The Node tells the API server where the log endpoint is: InternalIP
+The Node gives the API server the address of the log endpoint: InternalIP
 127.0.0.1 and ``daemonEndpoints.kubeletEndpoint.Port``. Its Ready condition
 gets a fresh ``lastHeartbeatTime`` and its Lease in ``kube-node-lease`` a
 fresh ``renewTime`` every :data:`HEARTBEAT_SECONDS`, as a kubelet does. No

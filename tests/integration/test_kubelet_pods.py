@@ -187,7 +187,7 @@ def test_follow_streams_until_container_ends(
     body = b"".join(response.stream(1024))
     assert body == b"".join(b"tick %d\n" % i for i in range(5))
     # The follow ends when the process ends, which may be just before the
-    # status patch that says so reaches the API server.
+    # status patch with the terminal phase reaches the API server.
     pod = wait_for_pod(core, kube_namespace, "follow", terminal, timeout=5)
     assert pod.status.phase == "Succeeded"
 
