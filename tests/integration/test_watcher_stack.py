@@ -14,6 +14,7 @@ import queue
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -58,6 +59,14 @@ NODE = "no-kubelet"
 WAIT_SECONDS = 45.0
 #: Port of the test's own Redis for the outage test, apart from the stack's.
 OUTAGE_REDIS_PORT = 26390
+
+
+SHORT_WATCHES = WatchOptions(
+    timeout_min_seconds=5,
+    timeout_max_seconds=8,
+    read_timeout_margin_seconds=5,
+    list_page_size=2,
+)
 
 
 def wait_for(
@@ -150,9 +159,17 @@ class RunningWatcher:
 
 @contextlib.contextmanager
 def run_watcher(
-    stack: StackConfig, namespace: str, redis_url: str
+    stack: StackConfig,
+    namespace: str,
+    redis_url: str,
+    *,
+    api_host: str | None = None,
+    options: WatchOptions = SHORT_WATCHES,
 ) -> Iterator[RunningWatcher]:
-    """Run one namespace's watch loop in a thread, with short watch timeouts."""
+    """Run one namespace's watch loop in a thread, with short watch timeouts.
+
+    ``api_host`` replaces the API server URL of the kubeconfig.
+    """
     clock = SystemClock()
     stop = threading.Event()
     metrics = WatcherMetrics()
@@ -160,7 +177,10 @@ def run_watcher(
     app = create_app()
     app.conf.update(broker_url=redis_url)
     configure_sender(app)
-    kube = KubeClient(load_api_client(str(stack.kubeconfig_path)), connect_timeout=5)
+    api_client = load_api_client(str(stack.kubeconfig_path))
+    if api_host is not None:
+        api_client.configuration.host = api_host
+    kube = KubeClient(api_client, connect_timeout=5)
     api = KubePodApi(kube)
     scope = Scope(namespace)
     checkpoint_redis = redis_client(redis_url, timeout=2)
@@ -183,12 +203,7 @@ def run_watcher(
         health=health,
         clock=clock,
         stop=stop,
-        options=WatchOptions(
-            timeout_min_seconds=5,
-            timeout_max_seconds=8,
-            read_timeout_margin_seconds=5,
-            list_page_size=2,
-        ),
+        options=options,
         skip_warning_interval=0,
         rng=random.Random(),
     )
@@ -666,3 +681,92 @@ def test_leader_election_fails_over(
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+class FreezingProxy:
+    """A TCP proxy on loopback that can stop forwarding, as a dropped link does.
+
+    While frozen it accepts connections and reads nothing, so no byte moves
+    in either direction and no connection is closed.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.frozen = threading.Event()
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
+            for source, target in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(
+                    target=self._pump, args=(source, target), daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        source.settimeout(0.1)
+        with contextlib.suppress(OSError):
+            while not self._closed.is_set():
+                try:
+                    data = source.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                # Bytes read just before a freeze wait for the thaw too.
+                while self.frozen.is_set() and not self._closed.is_set():
+                    time.sleep(0.05)
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+
+
+def test_watcher_detects_stalled_stream(
+    stack: StackConfig,
+    kube_api_client: kube_client.ApiClient,
+    kube_namespace: str,
+    redis_url: str,
+) -> None:
+    core = kube_client.CoreV1Api(kube_api_client)
+    api_port = int(str(kube_api_client.configuration.host).rsplit(":", 1)[1])
+    proxy = FreezingProxy(api_port)
+    # The frozen proxy also holds back the server's close at its 3 s
+    # timeout, so only the client read timeout (2 s later) ends the watch.
+    options = WatchOptions(
+        timeout_min_seconds=3, timeout_max_seconds=3, read_timeout_margin_seconds=2
+    )
+    try:
+        with run_watcher(
+            stack,
+            kube_namespace,
+            redis_url,
+            api_host=f"https://127.0.0.1:{proxy.port}",
+            options=options,
+        ) as running:
+            wait_for(running.established, "the watch through the proxy")
+
+            proxy.frozen.set()
+            core.create_namespaced_pod(kube_namespace, new_pod("during-stall"))
+            wait_for(
+                lambda: running.metric("reconnects_total", cause="stalled") >= 1,
+                "the read timeout to end the stalled watch",
+            )
+            assert snapshots_of(redis_url, "during-stall") == []
+
+            proxy.frozen.clear()
+            wait_for(
+                has_snapshot(redis_url, "during-stall"), "the change after the stall"
+            )
+    finally:
+        proxy.close()
