@@ -9,7 +9,12 @@ the description. A description is the field's ``description=``, else the
 
 Usage::
 
-    .venv/bin/python scripts/settings_reference.py > /tmp/settings.md
+    .venv/bin/python scripts/settings_reference.py                 # print it
+    .venv/bin/python scripts/settings_reference.py --update docs/deployment.md
+    .venv/bin/python scripts/settings_reference.py --check docs/deployment.md
+
+``--update`` replaces the table between the ``settings-reference`` markers
+of the file; ``--check`` exits with 1 when that table is out of date.
 
 A field with no description is listed with an empty cell and named on
 stderr, so that a missing description shows up when the docs are rebuilt.
@@ -17,6 +22,7 @@ stderr, so that a missing description shows up when the docs are rebuilt.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import enum
 import inspect
@@ -50,6 +56,10 @@ MODELS: tuple[tuple[type[BaseSettings], str], ...] = (
     (task_settings.WorkerSettings, "workers, Beat"),
     (watcher_settings.WatcherSettings, "watcher"),
 )
+
+#: Markers around the generated table in a Markdown file.
+START_MARKER = "<!-- settings-reference:start -->"
+END_MARKER = "<!-- settings-reference:end -->"
 
 #: Defaults made by a factory that depends on the machine are not printed.
 _MACHINE_DEPENDENT = "computed at start"
@@ -203,13 +213,71 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def main() -> int:
-    print("| Environment variable | Type | Default | Read by | Description |")
-    print("| --- | --- | --- | --- | --- |")
+def render_table() -> str:
+    lines = [
+        "| Environment variable | Type | Default | Read by | Description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for row in rows():
         variables = ", ".join(f"`{name}`" for name in row.variables)
         cells = [variables, row.type_name, row.default, row.read_by, row.description]
-        print("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_table(document: str, table: str, path: Path) -> str:
+    """Return ``document`` with ``table`` between the markers.
+
+    Raises ``ValueError`` when the markers are missing or out of order.
+    """
+    start = document.find(START_MARKER)
+    end = document.find(END_MARKER)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{path}: expected the lines {START_MARKER} and {END_MARKER}, "
+            "in this order, around the settings table"
+        )
+    body_start = start + len(START_MARKER) + 1
+    return document[:body_start] + table + document[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--update", type=Path, metavar="FILE", help="rewrite the table in FILE"
+    )
+    mode.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="exit with 1 when the table in FILE is out of date",
+    )
+    args = parser.parse_args(argv)
+
+    table = render_table()
+    path: Path | None = args.update or args.check
+    if path is None:
+        sys.stdout.write(table)
+        return 0
+
+    document = path.read_text(encoding="utf-8")
+    try:
+        updated = replace_table(document, table, path)
+    except ValueError as error:
+        print(f"settings_reference: {error}", file=sys.stderr)
+        return 2
+
+    if args.check:
+        if updated != document:
+            print(
+                f"settings_reference: the table in {path} is out of date; "
+                f"run scripts/settings_reference.py --update {path}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    path.write_text(updated, encoding="utf-8")
     return 0
 
 
