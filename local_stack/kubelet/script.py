@@ -221,7 +221,8 @@ class Step:
     With ``action="status"`` the step sets what it names and keeps the rest:
     container states (by name, or ``"*"`` for every regular container the step
     does not name), pod conditions, the pod's reason and message, and the
-    phase. Without a phase the stand-in derives it from the container states
+    phase. A phase set by a step stays until another step sets one. Until a
+    step sets one, the stand-in derives the phase from the container states
     as a kubelet does for restartPolicy Never. ``logs`` are appended whatever
     the action. ``action="delete"`` deletes the pod with grace period 0.
     ``action="node-lost"`` makes the pod look as if its node stopped
