@@ -44,12 +44,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pydantic
 
 from tasks.settings import PodSelection
-from tasks.snapshots import PodSnapshot, build_snapshot
 from watcher.backoff import Backoff
-from watcher.changes import PodMemory, SkipWarnings
+from watcher.changes import PodChanges, PodMemory, SkipWarnings
 from watcher.checkpoint import Checkpointer
 from watcher.clock import Clock
 from watcher.enqueue import Enqueue
@@ -126,7 +124,6 @@ class ScopeWatcher:
         self.scope = scope
         self._api = api
         self._selection = selection
-        self._enqueue = enqueue
         self._checkpointer = checkpointer
         self._metrics = metrics
         self._health = health
@@ -135,9 +132,14 @@ class ScopeWatcher:
         self._options = options
         self._rng = rng or random.Random()  # noqa: S311 - timeouts, not security
         self._backoff = Backoff(clock, rng=self._rng)
-        self._skip_warnings = SkipWarnings(clock, skip_warning_interval)
         self._line_warnings = SkipWarnings(clock, skip_warning_interval)
-        self.memory = PodMemory()
+        self.changes = PodChanges(
+            scope.name,
+            selection=selection,
+            enqueue=enqueue,
+            metrics=metrics,
+            warnings=SkipWarnings(clock, skip_warning_interval),
+        )
         #: The resourceVersion up to which every change is handled.
         self.resource_version: str | None = None
         self._checkpoint_loaded = False
@@ -145,6 +147,11 @@ class ScopeWatcher:
         #: True from a resume from the checkpoint until its first event.
         self._resuming = False
         health.register(scope.name)
+
+    @property
+    def memory(self) -> PodMemory:
+        """Return what this loop last enqueued per pod."""
+        return self.changes.memory
 
     # The endless loop.
 
@@ -255,16 +262,14 @@ class ScopeWatcher:
                 uid = (pod.get("metadata") or {}).get("uid")
                 if isinstance(uid, str):
                     listed.add(uid)
-                self._handle_pod(pod, deleted=False)
+                self.changes.handle(pod, deleted=False)
             list_version = page.resource_version
         if not list_version:
             raise ApiError(200, "pod list has no metadata.resourceVersion")
 
         # Pods remembered but no longer listed were deleted (or stopped
         # matching the selector) while no watch was open.
-        for uid in sorted(self.memory.uids() - listed):
-            tombstone = self.memory.tombstone(uid)
-            self._send(tombstone)
+        self.changes.send_tombstones(listed)
 
         self.resource_version = list_version
         self._list_cause = "start"
@@ -396,7 +401,7 @@ class ScopeWatcher:
             )
             return
 
-        self._handle_pod(obj, deleted=event_type == "DELETED")
+        self.changes.handle(obj, deleted=event_type == "DELETED")
         if isinstance(resource_version, str) and resource_version:
             self._advance(resource_version)
 
@@ -414,53 +419,3 @@ class ScopeWatcher:
         self._resuming = False
         self.resource_version = resource_version
         self._checkpointer.advance(resource_version)
-
-    def _handle_pod(self, pod: dict[str, Any], *, deleted: bool) -> None:
-        """Enqueue the pod's snapshot unless it matters to no new event."""
-        metadata = pod.get("metadata") or {}
-        fields = {
-            "scope": self.scope.name,
-            "namespace": metadata.get("namespace"),
-            "pod": metadata.get("name"),
-            "resource_version": metadata.get("resourceVersion"),
-        }
-        try:
-            snapshot = build_snapshot(pod, self._selection, deleted=deleted)
-        except (KeyError, TypeError, AttributeError, pydantic.ValidationError) as error:
-            self._skip("invalid_object")
-            logger.error(
-                "pod object is not valid, skipping it",
-                extra={**fields, "error": f"{type(error).__name__}: {error}"},
-            )
-            return
-        if snapshot.execution_id is None:
-            self._skip("no_execution_id")
-            self._skip_warnings.warn(
-                "pod has no execution id, skipping it",
-                **fields,
-                label=self._selection.execution_id_label,
-                annotation=self._selection.execution_id_annotation,
-            )
-            return
-        if not deleted and self.memory.is_unchanged(snapshot):
-            self._skip("unchanged")
-            return
-        self._send(snapshot)
-
-    def _send(self, snapshot: PodSnapshot) -> None:
-        self._enqueue(snapshot, self.scope.name)
-        self.memory.remember(snapshot)
-        logger.debug(
-            "task enqueued",
-            extra={
-                "scope": self.scope.name,
-                "namespace": snapshot.namespace,
-                "pod": snapshot.name,
-                "resource_version": snapshot.resource_version,
-                "execution_id": snapshot.execution_id,
-                "deleted": snapshot.deleted,
-            },
-        )
-
-    def _skip(self, reason: str) -> None:
-        self._metrics.skipped.labels(scope=self.scope.name, reason=reason).inc()
