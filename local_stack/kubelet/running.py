@@ -24,6 +24,7 @@ from local_stack.kubelet.logs import LogWriter, tail_text
 from local_stack.kubelet.processes import (
     ContainerProcess,
     ExitStatus,
+    LaunchSpec,
     StartError,
     process_start_ticks,
 )
@@ -155,7 +156,9 @@ class ProcessRunner:
         worker.post(lambda: self._on_exited(name, exit_status, policy))
         return exit_status.exit_code == 0 and not exit_status.oom_killed
 
-    def _wait_for_launch(self, container: dict[str, Any]) -> Any:
+    def _wait_for_launch(self, container: dict[str, Any]) -> LaunchSpec | None:
+        """Build the container's launch, retrying while a ConfigMap or Secret
+        it needs is missing. Return None when the pod stops first."""
         worker = self.worker
         name = container["name"]
         reported = ""
