@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from local_stack.kubelet.api import ApiError
@@ -176,7 +175,7 @@ class ProcessRunner:
                 if message != reported:
                     reported = message
                     worker.post(functools.partial(self._on_config_error, name, message))
-            time.sleep(CONFIG_RETRY_SECONDS)
+            self._stopping.wait(CONFIG_RETRY_SECONDS)
         return None
 
     # Tasks of the pod, run by its worker ----------------------------------
