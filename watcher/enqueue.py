@@ -1,8 +1,10 @@
 """Sending pod-change tasks to the Celery broker, retried until they are sent.
 
-A send with the broker down fails in bounded time (the app's publish retry
-policy gives up after about 3.5 s) and is then retried here with backoff,
-for as long as it takes. The caller is the watch loop, which reads no
+A send with the broker down fails in bounded time, because the app's
+publish retry policy gives up after 4 attempts. With the Redis port closed
+that took 2.1 s (measured on loopback). When packets are dropped instead,
+each attempt may also wait the Redis connect timeout. The send is then
+retried here with backoff, for as long as it takes. The caller is the watch loop, which reads no
 further events meanwhile. So no change is skipped, and nothing after it is
 marked as handled in the checkpoint.
 """
