@@ -175,15 +175,19 @@ class Stack:
         for component in self.components:
             reason = component.skip_reason()
             pid = self.running_pid(component)
+            note = ""
+            if pid is None:
+                pid = self._find_by_port(component)
+                if pid is not None:
+                    note = "pid file missing, `up` or `down` rewrites it"
             if reason is not None and pid is None:
                 state, detail = "skipped", reason
             elif pid is None:
                 state, detail = "down", ""
             else:
                 problem = component.check_health()
-                state, detail = (
-                    ("up", "") if problem is None else ("unhealthy", problem)
-                )
+                state = "up" if problem is None else "unhealthy"
+                detail = "; ".join(text for text in (problem, note) if text)
             report.append(
                 ComponentStatus(
                     component.name,
@@ -262,18 +266,21 @@ class Stack:
                 stale,
             )
             component.pid_path.unlink(missing_ok=True)
+        holder = self._find_by_port(component)
+        if holder is not None:
+            logger.info(
+                "%s: adopting pid %d, which listens on its port", component.name, holder
+            )
+            component.directory.mkdir(parents=True, exist_ok=True)
+            component.pid_path.write_text(f"{holder}\n")
+        return holder
+
+    def _find_by_port(self, component: Component) -> int | None:
+        """Return the pid of this component's server found by its ports."""
         for port in component.ports:
             for holder in processes.listening_pids(port):
                 cmdline = processes.read_cmdline(holder)
                 if cmdline and component.owns_cmdline(cmdline):
-                    logger.info(
-                        "%s: adopting pid %d, which listens on port %d",
-                        component.name,
-                        holder,
-                        port,
-                    )
-                    component.directory.mkdir(parents=True, exist_ok=True)
-                    component.pid_path.write_text(f"{holder}\n")
                     return holder
         return None
 
