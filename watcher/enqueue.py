@@ -4,9 +4,11 @@ A send with the broker down fails in bounded time, because the app's
 publish retry policy gives up after 4 attempts. With the Redis port closed
 that took 2.1 s (measured on loopback). When packets are dropped instead,
 each attempt may also wait the Redis connect timeout. The send is then
-retried here with backoff, for as long as it takes. The caller is the watch loop, which reads no
-further events meanwhile. So no change is skipped, and nothing after it is
-marked as handled in the checkpoint.
+retried here with backoff, for as long as it takes.
+
+The caller is the watch loop, which reads no further events meanwhile. So
+no change is skipped, and nothing after it is marked as handled in the
+checkpoint.
 """
 
 from __future__ import annotations
