@@ -49,8 +49,23 @@ class Kafka(Component):
         return str(self.directory / "server.properties")
 
     def check_prerequisites(self) -> None:
-        """Require Java 17 or newer, and Maven when the jars are not resolved."""
-        build.require_maven_if_unresolved(self.config.cache_dir)
+        """Require Java 17 or newer, and Maven when the jars are not resolved.
+
+        Both are checked before raising, so one message lists every gap.
+        """
+        problems = []
+        try:
+            build.require_maven_if_unresolved(self.config.cache_dir)
+        except MissingPrerequisiteError as error:
+            problems.append(str(error))
+        try:
+            self._check_java()
+        except MissingPrerequisiteError as error:
+            problems.append(str(error))
+        if problems:
+            raise MissingPrerequisiteError("\n  ".join(problems))
+
+    def _check_java(self) -> None:
         java = build.require_tool(
             "java",
             "run Kafka",
