@@ -94,8 +94,9 @@ class ContainerCgroup:
             key, _, value = line.partition(" ")
             if key == "oom_kill":
                 return int(value)
-        # Kernels before 4.13 have no oom_kill counter, but a failed charge
-        # at the limit is the cause of the kill on those.
+        # NOTE: kernels before 4.13 have no oom_kill counter. failcnt also
+        # counts charges at the limit that reclaim satisfied, so there a
+        # container that only touched its limit is reported OOMKilled.
         try:
             return int((self.path / "memory.failcnt").read_text())
         except (OSError, ValueError):
