@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks import settings as task_settings
@@ -262,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     for name, field in WatcherSettings.model_fields.items():
-        help_text = f"{field.description} (env {env_name(name)})"
+        help_text = (
+            f"{field.description} ({_default_text(field.default)}env {env_name(name)})"
+        )
         if field.annotation is bool:
             parser.add_argument(
                 _flag(name),
@@ -272,15 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(_flag(name), dest=name, metavar="VALUE", help=help_text)
-    for fields in _SHARED_FLAGS.values():
+    for cls, fields in _SHARED_FLAGS.items():
         for name, help_text in fields.items():
+            default = _default_text(cls.model_fields[name].default)
             parser.add_argument(
                 _flag(name),
                 dest=name,
                 metavar="VALUE",
-                help=f"{help_text} (env {env_name(name)})",
+                help=f"{help_text} ({default}env {env_name(name)})",
             )
     return parser
+
+
+def _default_text(default: object) -> str:
+    # Computed defaults (None, or a factory) are described in the help text.
+    if default is None or default is PydanticUndefined:
+        return ""
+    if isinstance(default, enum.Enum):
+        default = default.value
+    return f"default {default}; "
 
 
 def load_config(argv: Sequence[str] | None = None) -> Config:

@@ -246,6 +246,16 @@ def test_watcher_enqueues_pod_changes(
         wait_for(has_snapshot(redis_url, "with-id", phase="Running"), "Running task")
         core.delete_namespaced_pod("with-id", kube_namespace, grace_period_seconds=0)
         wait_for(has_snapshot(redis_url, "with-id", deleted=True), "deleted task")
+
+        # A pod that stops matching the selector comes as DELETED too.
+        core.create_namespaced_pod(kube_namespace, new_pod("relabeled"))
+        wait_for(has_snapshot(redis_url, "relabeled"), "the task of relabeled")
+        core.patch_namespaced_pod(
+            "relabeled",
+            kube_namespace,
+            {"metadata": {"labels": {SELECTOR_LABEL: None}}},
+        )
+        wait_for(has_snapshot(redis_url, "relabeled", deleted=True), "relabeled gone")
         wait_for(
             lambda: (
                 running.metric("changes_skipped_total", reason="no_execution_id") >= 1

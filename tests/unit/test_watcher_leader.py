@@ -135,6 +135,23 @@ def test_hold_returns_false_after_renew_deadline() -> None:
     assert elector.is_leader is False
 
 
+def test_hold_stops_when_lease_taken() -> None:
+    elector, leases, clock = make()
+    assert elector.try_acquire_or_renew() is True
+    # Another candidate wrote the Lease, and keeps renewing it.
+    leases.hold("other")
+
+    def renew_other() -> None:
+        leases.hold(
+            "other", renew_time=f"2026-01-01T00:00:{len(clock.sleeps):02}.000000Z"
+        )
+
+    clock.on_sleep = renew_other
+
+    assert elector.hold(threading.Event()) is False
+    assert len(clock.sleeps) == 1
+
+
 def test_hold_returns_true_on_stop() -> None:
     elector, _, clock = make()
     elector.try_acquire_or_renew()
