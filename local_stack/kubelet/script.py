@@ -226,7 +226,9 @@ class Step:
     as a kubelet does for restartPolicy Never. ``logs`` are appended whatever
     the action. ``action="delete"`` deletes the pod with grace period 0.
     ``action="node-lost"`` makes the pod look as if its node stopped
-    responding and makes the stand-in stop completing its deletion.
+    responding and makes the stand-in stop completing its deletion. What a
+    node-lost step sets itself (conditions, reason, message, containers)
+    overrides those defaults.
     """
 
     delay: float = 0.0
@@ -309,8 +311,19 @@ class Step:
         return cls(delay=delay, action="delete")
 
     @classmethod
-    def node_lost(cls, delay: float = 0.0) -> Step:
-        return cls(delay=delay, action="node-lost")
+    def node_lost(cls, delay: float = 0.0, ready: str = "False") -> Step:
+        """Lose the pod's node. ``ready`` is the status of the pod's Ready
+        condition: "False" as the node lifecycle controller writes it, or
+        "Unknown"."""
+        if ready not in _CONDITION_STATUSES:
+            raise ScriptError(
+                f"ready must be one of {_CONDITION_STATUSES}, got {ready!r}"
+            )
+        conditions: tuple[Condition, ...] = ()
+        if ready != "False":
+            status = cast(Literal["True", "False", "Unknown"], ready)
+            conditions = (Condition("Ready", status),)
+        return cls(delay=delay, action="node-lost", conditions=conditions)
 
     @classmethod
     def log(cls, container: str, content: str | bytes, delay: float = 0.0) -> Step:

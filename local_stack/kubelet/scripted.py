@@ -80,6 +80,9 @@ class ScriptPlayer:
             worker.delete_now()
         elif step.action == "node-lost":
             self._lose_node()
+            # What the step sets itself, a Ready condition of status Unknown
+            # for example, overrides the defaults of node loss.
+            self._apply_status(step)
         else:
             self._apply_status(step)
         worker.record.script_step = index
@@ -146,7 +149,6 @@ class ScriptPlayer:
             node=worker.context.node_name, pod=worker.name
         )
         logger.info("script marks the pod's node as lost", extra=worker.ids)
-        worker.sync_status()
 
     def _write_logs(self, step: Step) -> None:
         for name, log in step.logs.items():

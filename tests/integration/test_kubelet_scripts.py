@@ -171,6 +171,19 @@ def test_script_node_lost_keeps_deletion_pending(
     wait_gone(core, kube_namespace, "lost")
 
 
+def test_script_node_lost_ready_unknown(
+    core: kube_client.CoreV1Api, kube_namespace: str
+) -> None:
+    script = Script([Step.running(), Step.node_lost(delay=0.1, ready="Unknown")])
+    create_pod(core, kube_namespace, scripted_pod("unknown", script))
+    pod = wait_for_pod(
+        core, kube_namespace, "unknown", lambda pod: pod.status.reason == "NodeLost"
+    )
+
+    ready = {c.type: c.status for c in pod.status.conditions}["Ready"]
+    assert ready == "Unknown"
+
+
 def test_script_invalid_annotation_reported(
     core: kube_client.CoreV1Api, kube_namespace: str
 ) -> None:

@@ -166,6 +166,7 @@ def test_script_round_trip() -> None:
             Step(containers={"side": ContainerState.terminated(3, reason="Error")}),
             Step.delete(delay=1),
             Step.node_lost(),
+            Step.node_lost(ready="Unknown"),
         ]
     )
     annotation = script.to_annotation()
