@@ -144,7 +144,8 @@ class CgroupV1Memory:
         if mount is None or own is None:
             return None
         parent = mount / own.lstrip("/") / f"{CGROUP_FOLDER}-{node_name}"
-        probe = parent / "probe"
+        # The pid keeps the probes of two stand-ins of one node name apart.
+        probe = parent / f"probe-{os.getpid()}"
         try:
             parent.mkdir(exist_ok=True)
             probe.mkdir(exist_ok=True)
