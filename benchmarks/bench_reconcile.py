@@ -10,11 +10,11 @@ real API server, a Kafka topic and the state in a Redis database, then runs
 ``tasks.reconciling.Reconciler`` in this process:
 
 - most pods are bound to a node that no kubelet serves, so they stay
-  Pending and cost the API server nothing after their creation; the state
-  records all three events of each, as for executions that finished;
+  Pending and cost the API server nothing after their creation. The state
+  records all three events of each, as for executions that finished.
 - ``--missing`` pods are scripted pods on the stand-in's node that succeed
-  with a short log; the state knows nothing of them, so the run emits
-  their scheduled, running and completed events, log read included;
+  with a short log. The state knows nothing of them, so the run emits
+  their scheduled, running and completed events, log read included.
 - ``--vanished`` executions are tracked as running in the state but have
   no pod, so the run fails them with ``pod_disappeared``.
 

@@ -53,9 +53,9 @@ def reconcile_time_limits(
     """Return Celery's soft and hard time limits of the reconciliation.
 
     Both sit above the run's own deadline, which ends a run cleanly with a
-    summary; the soft limit catches a run stuck inside one call, the hard
-    one a run that ignores the soft one. Raises ``ValueError`` when the hard
-    limit does not end before Redis would deliver the task again.
+    summary. The soft limit stops a run stuck inside one call, and the hard
+    one kills a run that ignores the soft one. Raises ``ValueError`` when
+    the hard limit does not end before Redis would deliver the task again.
     """
     soft = math.ceil(worker.reconcile_time_limit_seconds + TIME_LIMIT_MARGIN_SECONDS)
     hard = soft + TIME_LIMIT_MARGIN_SECONDS

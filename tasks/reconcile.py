@@ -1,8 +1,9 @@
 """The reconciliation task, sent by Beat, the CLI or Flower's API.
 
-It runs on its own queue, so it never waits behind pod changes. Every
-trigger gets the same expiry, shorter than Beat's interval, so a run that
-waited in the queue until the next one is due is dropped instead of run.
+It runs on its own queue, so it never waits behind pod changes. Beat, the
+CLI and Flower's API give every run the same expiry, shorter than Beat's
+interval, so a run that waited in the queue until the next one is due is
+dropped instead of run.
 ``tasks.reconciling`` holds a lock, so runs never overlap: a second one
 returns at once with ``status: skipped`` and the reason.
 
@@ -57,9 +58,9 @@ def _redis() -> redis.Redis:
 def reconcile(self: Task[Any, Any], trigger: str | None = None) -> dict[str, Any]:
     """List the execution pods and emit every event the state is missing.
 
-    ``trigger`` names who sent the run, for the summary and the logs; when
-    it is missing the run is ``beat`` if Beat sent it, else ``manual``.
-    Returns the summary of ``tasks.reconciling.Summary`` as a dict.
+    ``trigger`` names who sent the run, for the summary and the logs. When
+    it is missing, the run is ``beat`` if Beat sent it, else ``manual``.
+    Returns the ``tasks.reconciling.Summary`` as a dict.
     """
     if trigger is None:
         # Celery's Beat marks what it sends with this message header.

@@ -31,8 +31,8 @@ BASIC_AUTH_VARIABLE = "POD_MONITOR_FLOWER_BASIC_AUTH"
 #: User name of generated credentials.
 GENERATED_USER = "flower"
 #: Seconds after which Flower drops a worker that stopped sending
-#: heartbeats from its lists; worker names change on every restart, so
-#: without it the list keeps every worker that ever ran.
+#: heartbeats. Worker names change on every restart, so without it the list
+#: keeps every worker that ever ran.
 PURGE_OFFLINE_WORKERS_SECONDS = 60
 
 

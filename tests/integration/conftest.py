@@ -105,7 +105,7 @@ class FlowerServer:
     auth: tuple[str, str]
 
 
-#: Seconds Flower may take to answer ``/healthcheck`` after it starts.
+#: Seconds Flower may take to respond to ``/healthcheck`` after it starts.
 FLOWER_START_TIMEOUT = 60.0
 
 
@@ -113,7 +113,7 @@ FLOWER_START_TIMEOUT = 60.0
 def flower(monitor_env: Monitor) -> FlowerServer:
     """Flower for this module's Redis database, with basic auth, once healthy.
 
-    It sees the workers and tasks of this module only. The process stops
+    It shows the workers and tasks of this module only. The process stops
     with the module's other processes.
     """
     port = free_port()

@@ -28,9 +28,9 @@ BEAT_LOCK_SECONDS = 6.0
 #: Beat's loop interval under these settings: min(5, INTERVAL / 4,
 #: BEAT_LOCK_SECONDS / 3), as tasks/app.py derives it.
 LOOP_SECONDS = min(5.0, INTERVAL / 4, BEAT_LOCK_SECONDS / 3)
-#: Shortest gap between two runs that is not a doubled run.
+#: Minimum gap between two runs that is not a doubled run.
 MIN_GAP = INTERVAL * 0.8
-#: Longest gap between two runs that skipped nothing: a run is sent at most
+#: Maximum gap between two runs that skipped nothing. A run is sent at most
 #: one loop late, and the worker needs a moment to start it.
 MAX_GAP = INTERVAL + LOOP_SECONDS + 0.5
 #: Seconds to wait for the runs a test expects.

@@ -127,7 +127,7 @@ def unwatched(monitor_env: Monitor) -> Monitor:
 def test_reconcile_emits_missing_events_once(unwatched: Monitor) -> None:
     monitor = unwatched
 
-    # The watcher sees this pod start, so the state tracks it as running.
+    # The watcher reports this pod's start, so the state tracks it as running.
     vanish_id = new_id("vanish")
     watcher = ensure_running(monitor, "watcher")
     vanish_pod = monitor.create_pod(
@@ -228,7 +228,7 @@ def test_reconcile_racing_watcher_emits_no_duplicates(unwatched: Monitor) -> Non
             _wait_for_phase(monitor, pod, {"Succeeded"})
 
         # Every execution misses all its events. The watcher's first list
-        # enqueues a task for each pod; once the first of them has emitted,
+        # enqueues a task for each pod. Once the first of them has emitted,
         # reconciliations start on the same executions, in the same order.
         ensure_running(monitor, "watcher")
         deadline = time.monotonic() + 60
