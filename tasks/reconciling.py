@@ -119,7 +119,9 @@ class _LockKeeper:
 
     ``check`` is called before each unit of work. It renews the lock once a
     third of its timeout has passed, so the lock outlives any gap between
-    two checks shorter than two thirds of the timeout.
+    two checks shorter than two thirds of the timeout. ``force`` renews it
+    at once, which a run does between its steps to find out whether a long
+    unit of work outlived the lock.
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class _LockKeeper:
             None if time_limit_seconds is None else now + time_limit_seconds
         )
 
-    def check(self) -> None:
+    def check(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if self._deadline is not None and now >= self._deadline:
             raise _Stopped(
@@ -142,7 +144,7 @@ class _LockKeeper:
                 f"stopped at the time limit of {self._time_limit:g} s; "
                 "the next run starts over",
             )
-        if now - self._renewed < self._renew_every:
+        if not force and now - self._renewed < self._renew_every:
             return
         try:
             self._lock.reacquire()
@@ -226,7 +228,9 @@ class Reconciler:
         emitted: Counter[str] = Counter()
         try:
             seen = self._repair_listed(summary, emitted, keeper)
+            keeper.check(force=True)
             self._fail_vanished(summary, emitted, seen, started, keeper)
+            keeper.check(force=True)
             summary.expired_states = self._context.store.expire_finished(
                 finished_before=started - self._retention
             )

@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
 from celery.result import AsyncResult
 from kubernetes import client as kube_client
+from kubernetes import config as kube_config
 
 from local_stack.executions import execution_pod
 from local_stack.kubelet.script import ANNOTATION, Script, Step
+from tasks import handling
+from tasks.publishing import Publisher
+from tasks.reconciling import LOCK_KEY, Reconciler
+from tasks.settings import KafkaSettings, LogSettings, PodSelection, Policy
+from tasks.state import StateStore
 from tests.integration.monitor import VENV_BIN, Monitor, Process, Record, event_types
 from tests.integration.test_executions import _wait_for_phase
 
@@ -340,3 +349,106 @@ def test_cli_reconcile_expires_while_no_worker(unwatched: Monitor) -> None:
 
     # celery-types lists no REVOKED among the states, hence the str().
     assert str(result.state) == "REVOKED"
+
+
+@pytest.fixture
+def reconciler_parts(unwatched: Monitor) -> Iterator[handling.Context]:
+    """Clients of the module's stack for a reconciler run in this process."""
+    api_client = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=unwatched.env["KUBECONFIG"]
+    )
+    kafka = KafkaSettings(
+        bootstrap_servers=unwatched.bootstrap_servers, topic=unwatched.topic
+    )
+    publisher = Publisher(kafka)
+    store_client = redis.Redis.from_url(unwatched.redis_url)
+    yield handling.Context(
+        store=StateStore(store_client, retention_seconds=86400, lock_seconds=60),
+        publisher=publisher,
+        core_v1=kube_client.CoreV1Api(api_client),
+        policy=Policy(pending_grace_seconds=PENDING_GRACE_SECONDS),
+        kafka=kafka,
+        logs=LogSettings(),
+    )
+    publisher.close()
+    store_client.close()
+    api_client.close()
+
+
+def held_execution(monitor: Monitor, client: redis.Redis) -> Any:
+    """Create a running pod that calls for events and hold its execution lock.
+
+    A run that reaches it waits 5 s for the lock, as behind a pod-change
+    task, and then counts an error. Returns the held lock.
+    """
+    execution_id = new_id("held")
+    pod = monitor.create_pod(
+        scripted_execution(execution_id, Script([Step.running(delay=0.1)]))
+    )
+    _wait_for_phase(monitor, pod, {"Running"})
+    lock = client.lock(f"pod-monitor:lock:execution:{execution_id}", timeout=60)
+    assert lock.acquire(blocking=False)
+    return lock
+
+
+def test_reconcile_stops_at_time_limit(
+    unwatched: Monitor, reconciler_parts: handling.Context
+) -> None:
+    client = redis.Redis.from_url(unwatched.redis_url)
+    held = [held_execution(unwatched, client) for _ in range(2)]
+    reconciler = Reconciler(
+        reconciler_parts,
+        client,
+        PodSelection(namespaces=[unwatched.namespace]),
+        retention=timedelta(days=7),
+        lock_seconds=60,
+        time_limit_seconds=1,
+    )
+    try:
+        summary = reconciler.run(trigger="time-limit")
+        lock_after = client.get(LOCK_KEY)
+    finally:
+        for lock in held:
+            lock.release()
+
+    assert summary.status == "incomplete"
+    assert summary.reason is not None
+    assert "time limit of 1 s" in summary.reason
+    assert summary.errors == 1
+    assert lock_after is None
+    assert reconcile(unwatched, "after-time-limit")["status"] == "completed"
+    client.close()
+
+
+def test_reconcile_aborts_when_lock_taken_over(
+    unwatched: Monitor, reconciler_parts: handling.Context
+) -> None:
+    client = redis.Redis.from_url(unwatched.redis_url)
+    held = held_execution(unwatched, client)
+    # The run renews its lock every 0.2 s but waits 5 s on the held
+    # execution, so the lock expires meanwhile and another run takes it.
+    reconciler = Reconciler(
+        reconciler_parts,
+        client,
+        PodSelection(namespaces=[unwatched.namespace]),
+        retention=timedelta(days=7),
+        lock_seconds=0.6,
+    )
+    takeover = threading.Timer(
+        1.5, lambda: client.set(LOCK_KEY, "other run", px=30_000)
+    )
+    takeover.start()
+    try:
+        summary = reconciler.run(trigger="lock-lost")
+        owner = client.get(LOCK_KEY)
+    finally:
+        takeover.cancel()
+        held.release()
+        client.delete(LOCK_KEY)
+
+    assert summary.status == "aborted"
+    assert summary.reason is not None
+    assert "lock expired" in summary.reason
+    # Releasing at the end must leave the other run's lock alone.
+    assert owner == b"other run"
+    client.close()
