@@ -213,9 +213,7 @@ def classify(
     if snapshot.deleted:
         return _deleted(snapshot, main), None
     if snapshot.deletion_requested_at is not None:
-        # The kubelet stops the containers and reports their end; the pod's
-        # Failed phase or its DELETED event follows and decides.
-        return None, None
+        return _deleting(snapshot, main, now=now, policy=policy)
     return _still_active(snapshot, main, now=now, policy=policy)
 
 
@@ -365,6 +363,34 @@ def _deleted(snapshot: PodSnapshot, main: ContainerSnapshot | None) -> TerminalV
         started_at=verdict.started_at,
         finished_at=verdict.finished_at,
         read_log=verdict.read_log,
+    )
+
+
+def _deleting(
+    snapshot: PodSnapshot,
+    main: ContainerSnapshot | None,
+    *,
+    now: datetime,
+    policy: Policy,
+) -> tuple[TerminalVerdict | None, float | None]:
+    # The kubelet stops the containers and reports their end; the pod's
+    # Failed phase or its DELETED event follows and decides. The
+    # deletionTimestamp is when the grace period ends: a pod still there
+    # long after it has no kubelet to finish it, as on an unreachable node,
+    # where it stays until the Node object is removed.
+    assert snapshot.deletion_requested_at is not None
+    remaining = _remaining(
+        snapshot.deletion_requested_at, policy.node_lost_grace_seconds, now
+    )
+    if remaining > 0:
+        return None, remaining
+    reason = _pod_level_reason(snapshot) or TerminalReason.NODE_LOST
+    message = "the pod's deletion did not complete; its node stopped reporting"
+    return (
+        _container_verdict(
+            snapshot, main, EventType.FAILED, reason, message=message, occurred_at=now
+        ),
+        None,
     )
 
 

@@ -59,20 +59,22 @@ DEFAULT_FATAL_WAITING_REASONS = (
 class PodSelection(BaseSettings):
     """Which pods are execution pods and where their execution id is."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
-    #: Label selector, in the API server's syntax, that picks execution pods.
     label_selector: str = "app.kubernetes.io/managed-by=pod-monitor-executions"
-    #: Label that carries the execution id.
+    """Label selector, in the API server's syntax, that picks execution pods."""
     execution_id_label: LabelKey = "pod-monitor.io/execution-id"
-    #: Annotation read when the label is missing, because label values are
-    #: limited to 63 characters and some execution ids are longer.
+    """Label that carries the execution id."""
     execution_id_annotation: LabelKey = "pod-monitor.io/execution-id"
-    #: Annotation naming the container that runs the runner; without it the
-    #: first container of the pod is the execution's container.
+    """Annotation read when the label is missing, because label values are limited
+    to 63 characters and some execution ids are longer."""
     container_annotation: LabelKey = "pod-monitor.io/container"
-    #: Namespaces to watch; empty means all namespaces.
+    """Annotation naming the container that runs the runner; without it the first
+    container of the pod is the execution's container."""
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Namespaces to watch; empty means all namespaces."""
 
     @field_validator("label_selector")
     @classmethod
@@ -94,17 +96,22 @@ class PodSelection(BaseSettings):
 class Policy(BaseSettings):
     """How long the monitor waits before it decides a pod has failed."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
-    #: Seconds a pending pod may stay on a fatal waiting reason before the
-    #: execution fails; image pulls recover from short registry outages.
     pending_grace_seconds: float = Field(default=120.0, ge=0)
+    """Seconds a pending pod may stay on a fatal waiting reason before the execution
+    fails; image pulls recover from short registry outages."""
     fatal_waiting_reasons: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_FATAL_WAITING_REASONS)
     )
-    #: Seconds a started pod on a node that stopped reporting (Ready is
-    #: Unknown) may stay before the execution fails as node lost.
+    """Container waiting reasons that fail a pending execution once its grace
+    period passed, comma-separated."""
     node_lost_grace_seconds: float = Field(default=300.0, ge=0)
+    """Seconds before an execution fails as node lost: counted from when a
+    started pod's Ready condition turned Unknown, or from the end of a pod's
+    deletion grace period that no kubelet completed."""
 
     @field_validator("fatal_waiting_reasons", mode="before")
     @classmethod
@@ -115,15 +122,19 @@ class Policy(BaseSettings):
 class BrokerSettings(BaseSettings):
     """The Celery broker, which also stores the watcher's checkpoint."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    #: Seconds before Redis redelivers an unacknowledged task. It must exceed
-    #: the longest task, or a slow task runs twice.
+    """Redis URL of the Celery broker and result backend, the watcher's
+    checkpoint and the per-execution state."""
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
-    #: Seconds one connection attempt to Redis may take, so that sending a
-    #: task with the broker down fails in bounded time.
+    """Seconds before Redis redelivers an unacknowledged task. It must exceed the
+    longest task, or a slow task runs twice."""
     redis_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Seconds one connection attempt to Redis may take, so that sending a task with
+    the broker down fails in bounded time."""
 
     @field_validator("redis_url")
     @classmethod
@@ -138,21 +149,25 @@ class BrokerSettings(BaseSettings):
 class KafkaSettings(BaseSettings):
     """The Kafka topic that receives execution events."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "KAFKA_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX + "KAFKA_", extra="ignore", use_attribute_docstrings=True
+    )
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of Kafka brokers."""
     topic: str = "execution-events"
-    #: Largest event in bytes, value and headers included. Keep it at or
-    #: below the topic's max.message.bytes (broker default 1048588) and the
-    #: producer's message.max.bytes (librdkafka default 1000000).
+    """The topic that receives every execution event, keyed by execution id."""
     max_event_bytes: int = Field(default=1_000_000, ge=16_384)
-    #: Seconds librdkafka keeps trying to deliver one event before it
-    #: reports a failure and the task retries.
+    """Largest event in bytes, value and headers included. Keep it at or below the
+    topic's max.message.bytes (broker default 1048588) and the producer's
+    message.max.bytes (librdkafka default 1000000)."""
     delivery_timeout_seconds: float = Field(default=30.0, gt=0)
-    #: Extra librdkafka properties as JSON, for security settings and tuning.
+    """Seconds librdkafka keeps trying to deliver one event before it reports a
+    failure and the task retries."""
     extra_config: dict[str, str] = Field(default_factory=dict)
-    #: CloudEvents ``source`` attribute of every event.
+    """Extra librdkafka properties as JSON, for security settings and tuning."""
     event_source: str = "pod-monitor"
+    """CloudEvents ``source`` attribute of every event."""
 
     @field_validator("topic")
     @classmethod
@@ -168,40 +183,46 @@ class KafkaSettings(BaseSettings):
 class LogSettings(BaseSettings):
     """How the workers read container logs."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "LOG_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX + "CONTAINER_LOG_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
 
-    #: Most bytes of a container log read through the API server. A runner
-    #: report with both streams at their cap fits well below this.
     max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    #: Socket timeout in seconds for one log read.
+    """Most bytes of a container log read through the API server. A runner report
+    with both streams at their cap fits well below this."""
     read_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Socket timeout in seconds for one log read."""
 
 
 class WorkerSettings(BaseSettings):
     """Settings of the Celery workers and Beat."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
-    #: Seconds between two reconciliations scheduled by Beat. The floor of
-    #: 2 s lets tests watch several runs; production runs want minutes.
     reconcile_interval_seconds: float = Field(default=300.0, ge=2)
-    #: Days the per-execution state of a finished execution is kept.
+    """Seconds between two reconciliations scheduled by Beat. The floor of 2 s lets
+    tests watch several runs; production runs want minutes."""
     state_retention_days: float = Field(default=7.0, gt=0)
-    #: Seconds one task may hold the lock of an execution. It must exceed
-    #: a log read plus a delivery, or two tasks may emit the same event.
+    """Days the per-execution state of a finished execution is kept."""
     execution_lock_seconds: float = Field(default=180.0, ge=5)
-    #: Seconds the reconciliation lock lives without renewal. A run renews
-    #: it whenever a third of this has passed, so it bounds how long a
-    #: killed run blocks the next one.
+    """Seconds one task may hold the lock of an execution. It must exceed a log read
+    plus a delivery, or two tasks may emit the same event."""
     reconcile_lock_seconds: float = Field(default=600.0, ge=10)
-    #: Seconds one reconciliation may work before it stops where it is and
-    #: reports ``status: incomplete``; the next run goes on from scratch.
-    #: Celery's soft and hard time limits sit a little above it.
+    """Seconds the reconciliation lock lives without renewal. A run renews it
+    whenever a third of this has passed, so it bounds how long a killed run blocks
+    the next one."""
     reconcile_time_limit_seconds: float = Field(default=1800.0, ge=5)
-    #: Seconds Beat's schedule lock in Redis lives without renewal. Beat
-    #: renews it on every tick; a Beat killed without releasing it holds
-    #: back a replacement for at most this long.
+    """Seconds one reconciliation may work before it stops where it is and reports
+    ``status: incomplete``; the next run goes on from scratch. Celery's soft and
+    hard time limits sit a little above it."""
     beat_lock_seconds: float = Field(default=30.0, ge=5)
+    """Seconds Beat's schedule lock in Redis lives without renewal. Beat renews it
+    on every tick; a Beat killed without releasing it holds back a replacement for
+    at most this long."""
 
 
 @functools.cache

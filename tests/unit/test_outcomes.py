@@ -325,6 +325,33 @@ CASES = [
         (S, R),
     ),
     Case(
+        "deletion stuck past grace fails as node lost",
+        pod(phase="Running", main=running(), deletion=DELETING),
+        (FAILED,),
+        TerminalReason.NODE_LOST,
+        already=frozenset({S, R}),
+        now=LATER,
+    ),
+    Case(
+        "deletion stuck by taint manager past grace",
+        pod(
+            phase="Running",
+            main=running(),
+            deletion=DELETING,
+            conditions=[
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "DeletionByTaintManager",
+                }
+            ],
+        ),
+        (FAILED,),
+        TerminalReason.NODE_LOST,
+        already=frozenset({S, R}),
+        now=LATER,
+    ),
+    Case(
         "failed after deletion request",
         pod(phase="Failed", main=terminated(143), deletion=DELETING),
         (S, R, FAILED),
