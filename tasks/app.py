@@ -70,6 +70,26 @@ def reconcile_time_limits(
     return soft, hard
 
 
+def pod_change_time_limits(
+    worker: WorkerSettings, broker: BrokerSettings
+) -> tuple[int, int]:
+    """Return Celery's soft and hard time limits of the pod-change task.
+
+    A pod-change task holds its execution's lock, so both limits end it
+    before the lock expires and another task could emit the same events.
+    Raises ``ValueError`` when the lock outlives the visibility timeout.
+    """
+    lock = worker.execution_lock_seconds
+    if lock >= broker.visibility_timeout_seconds:
+        raise ValueError(
+            f"POD_MONITOR_EXECUTION_LOCK_SECONDS={lock:g} is invalid: it must be "
+            f"less than POD_MONITOR_VISIBILITY_TIMEOUT_SECONDS="
+            f"{broker.visibility_timeout_seconds}, or Redis delivers a task twice"
+        )
+    hard = math.floor(lock * 0.95)
+    return math.floor(lock * 0.85), hard
+
+
 def build_config() -> dict[str, Any]:
     """Return the Celery configuration made from the environment."""
     broker = settings.broker()
@@ -110,6 +130,9 @@ def build_config() -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On SIGTERM, running tasks get this long to finish before the
+        # worker stops them and puts them back on the queue (Celery 5.5+).
+        "worker_soft_shutdown_timeout": 60.0,
         "task_track_started": True,
         "result_expires": timedelta(days=1),
         "result_extended": True,

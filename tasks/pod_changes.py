@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from tasks import handling, kube, names, publishing, settings
-from tasks.app import app
+from tasks.app import app, pod_change_time_limits
 from tasks.errors import (
     ExecutionLockedError,
     KubernetesApiError,
@@ -68,7 +68,21 @@ def context() -> handling.Context:
     )
 
 
-@app.task(name=names.POD_CHANGED_TASK, bind=True, max_retries=None)
+_SOFT_TIME_LIMIT, _TIME_LIMIT = pod_change_time_limits(
+    settings.worker(), settings.broker()
+)
+
+
+# Results are not stored: nobody reads them, and each would keep a copy of
+# the snapshot in Redis for a day.
+@app.task(
+    name=names.POD_CHANGED_TASK,
+    bind=True,
+    max_retries=None,
+    ignore_result=True,
+    soft_time_limit=_SOFT_TIME_LIMIT,
+    time_limit=_TIME_LIMIT,
+)
 def pod_changed(
     self: Task[Any, Any], snapshot: dict[str, Any], refresh: bool = False
 ) -> dict[str, object]:
