@@ -12,6 +12,7 @@ from local_stack.config import StackConfig
 from local_stack.kubelet.api import KubeClient, WatchExpiredError
 from local_stack.kubelet.node import HEARTBEAT_SECONDS
 from local_stack.kubelet.watch import list_pods, watch_once
+from tests.etcd_compaction import compact_etcd
 from tests.integration.test_kubelet_pods import expected_node, kubelet_port
 
 
@@ -44,6 +45,8 @@ def test_heartbeat_renews_lease(kube_api_client: kube_client.ApiClient) -> None:
 
 
 def test_watch_from_expired_version_raises(stack: StackConfig) -> None:
+    # A fresh etcd still holds revision 1 until its first compaction.
+    compact_etcd(stack)
     client = KubeClient(str(stack.kubeconfig_path))
     _, resource_version = list_pods(client)
     assert resource_version

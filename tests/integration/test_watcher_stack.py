@@ -35,6 +35,7 @@ from local_stack.config import StackConfig
 from tasks import names
 from tasks.app import create_app
 from tasks.settings import PodSelection
+from tests.etcd_compaction import compact_etcd
 from watcher.checkpoint import Checkpointer, RedisCheckpointStore, redis_client
 from watcher.clock import SystemClock
 from watcher.enqueue import CeleryEnqueuer, configure_sender
@@ -314,7 +315,8 @@ def test_watcher_relists_after_expired_checkpoint(
     core = kube_client.CoreV1Api(kube_api_client)
     core.create_namespaced_pod(kube_namespace, new_pod("before"))
     connection = redis.Redis.from_url(redis_url)
-    # resourceVersion 1 is long compacted, so resuming from it gets a 410.
+    # Once etcd is compacted, resuming from resourceVersion 1 gets a 410.
+    compact_etcd(stack)
     connection.set(
         f"{KEY_PREFIX}checkpoint:namespace:{kube_namespace}",
         orjson.dumps(
