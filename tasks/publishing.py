@@ -151,7 +151,9 @@ def producer_config(settings: KafkaSettings) -> dict[str, object]:
         "acks": "all",
         "message.timeout.ms": int(settings.delivery_timeout_seconds * 1000),
         "message.max.bytes": settings.max_event_bytes + 64 * 1024,
-        "linger.ms": 5,
+        # Each publish waits for its own delivery report, so batching delay
+        # would only add latency.
+        "linger.ms": 0,
         "error_cb": _log_client_error,
     }
     config.update(settings.extra_config)
