@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from tasks import names, settings
 from tasks.settings import BrokerSettings, WorkerSettings
@@ -141,9 +141,12 @@ def build_config() -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": names.POD_CHANGES_QUEUE,
-        "task_queues": (
-            Queue(names.POD_CHANGES_QUEUE),
-            Queue(names.RECONCILE_QUEUE),
+        # Each queue has an exchange and routing key of its own. A bare
+        # Queue(name) binds to the default exchange with the default queue's
+        # routing key, so a message for one queue would land in both.
+        "task_queues": tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (names.POD_CHANGES_QUEUE, names.RECONCILE_QUEUE)
         ),
         "task_routes": {
             names.POD_CHANGED_TASK: {"queue": names.POD_CHANGES_QUEUE},
