@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 @signals.setup_logging.connect
 def _setup_logging(loglevel: str | None = None, **_: Any) -> None:
     # Connecting to this signal stops Celery from configuring logging itself.
-    logfmt.configure(loglevel if isinstance(loglevel, str) else None)
+    logfmt.configure_from_environment(loglevel if isinstance(loglevel, str) else None)
 
 
 @signals.worker_process_init.connect

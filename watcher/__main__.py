@@ -11,11 +11,11 @@ from types import FrameType
 import pydantic
 from kubernetes.config.config_exception import ConfigException
 
+from tasks.logfmt import configure_logging
 from watcher.checkpoint import RedisCheckpointStore, redis_client
 from watcher.clock import SystemClock
 from watcher.enqueue import configure_sender
 from watcher.kube import POOL_SPARE_CONNECTIONS, KubeClient, load_api_client
-from watcher.log_format import configure_logging
 from watcher.scope import scopes_for
 from watcher.service import Service
 from watcher.settings import (

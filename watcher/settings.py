@@ -32,15 +32,11 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks import settings as task_settings
+from tasks.logfmt import LogFormat
 from tasks.settings import ENV_PREFIX, BrokerSettings, PodSelection
 
 #: Namespace file of the service account that Kubernetes mounts in a pod.
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-class LogFormat(enum.StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 class WatcherSettings(BaseSettings):

@@ -7,8 +7,8 @@ import logging
 import orjson
 import pytest
 
+from tasks.logfmt import JsonFormatter, KeyValueFormatter
 from watcher.kube import split_lines
-from watcher.log_format import JsonFormatter, KeyValueFormatter
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.logfmt import LogFormat
 from watcher.__main__ import EXIT_INVALID_SETTING, main
-from watcher.settings import LogFormat, SettingsError, load_config
+from watcher.settings import SettingsError, load_config
 
 
 def test_settings_defaults() -> None:
