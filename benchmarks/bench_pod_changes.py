@@ -34,6 +34,7 @@ from tasks.publishing import Publisher
 from tasks.settings import KafkaSettings, LogSettings, PodSelection, Policy
 from tasks.snapshots import build_snapshot
 from tasks.state import StateStore
+from tests.stack_settings import claim_redis_database
 from tests.unit.pods import pod, running
 
 
@@ -70,7 +71,8 @@ def bench_pure(count: int) -> None:
 
 def bench_delivery(executions: int) -> None:
     stack = StackConfig.from_environ()
-    client = redis.Redis.from_url(f"redis://127.0.0.1:{stack.redis_port}/15")
+    database = claim_redis_database(stack.redis_port)
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{stack.redis_port}/{database}")
     client.flushdb()
     topic = f"bench-pod-changes-{uuid.uuid4().hex[:8]}"
     kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap_servers, topic=topic)

@@ -13,7 +13,6 @@ session still uses the same stack folder (see local_stack.leases).
 
 from __future__ import annotations
 
-import itertools
 import re
 import uuid
 import warnings
@@ -33,7 +32,7 @@ from kubernetes import client as kube_client
 
 from local_stack.config import StackConfig
 from tests.kube_clients import new_kube_api_client
-from tests.stack_settings import CELERY_FIXTURE_DATABASE
+from tests.stack_settings import claim_redis_database
 
 # pytest-celery 1.3 replaces celery.contrib.pytest's `celery_worker` with a
 # fixture that runs the worker in a Docker container, which fails without a
@@ -46,7 +45,6 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 TEST_TOPIC_PARTITIONS = 3
 
 #: Redis databases handed to tests in turn. Database 0 is left to the demo.
-_REDIS_TEST_DATABASES = itertools.cycle(range(1, CELERY_FIXTURE_DATABASE))
 
 #: Seconds to wait for Kafka admin operations on the local node.
 _KAFKA_ADMIN_TIMEOUT = 30.0
@@ -205,7 +203,7 @@ def redis_url(stack: StackConfig) -> str:
     finds no keys from earlier tests. Database 0 is never used, which leaves
     it to the demo on the same server.
     """
-    database = next(_REDIS_TEST_DATABASES)
+    database = claim_redis_database(stack.redis_port)
     url = f"redis://127.0.0.1:{stack.redis_port}/{database}"
     connection = redis.Redis.from_url(url)
     try:

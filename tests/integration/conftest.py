@@ -21,9 +21,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __al
 from kubernetes import client as kube_client
 
 from local_stack.config import StackConfig
-from tests.conftest import _REDIS_TEST_DATABASES, TEST_TOPIC_PARTITIONS
+from tests.conftest import TEST_TOPIC_PARTITIONS
 from tests.integration.monitor import Monitor, free_port
 from tests.kube_clients import new_kube_api_client
+from tests.stack_settings import claim_redis_database
 
 
 def _module_name(request: pytest.FixtureRequest, prefix: str) -> str:
@@ -53,7 +54,7 @@ def monitor_env(
     admin.create_topics(
         [NewTopic(topic, num_partitions=TEST_TOPIC_PARTITIONS, replication_factor=1)]
     )[topic].result(timeout=30)
-    database = next(_REDIS_TEST_DATABASES)
+    database = claim_redis_database(stack.redis_port)
     redis_url = f"redis://127.0.0.1:{stack.redis_port}/{database}"
     redis.Redis.from_url(redis_url).flushdb()
 
