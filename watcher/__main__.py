@@ -11,11 +11,12 @@ from types import FrameType
 import pydantic
 from kubernetes.config.config_exception import ConfigException
 
+from tasks.kube import load_api_client
 from tasks.logfmt import configure_logging
 from watcher.checkpoint import RedisCheckpointStore, redis_client
 from watcher.clock import SystemClock
 from watcher.enqueue import configure_sender
-from watcher.kube import POOL_SPARE_CONNECTIONS, KubeClient, load_api_client
+from watcher.kube import POOL_SPARE_CONNECTIONS, KubeClient
 from watcher.scope import scopes_for
 from watcher.service import Service
 from watcher.settings import (

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 import urllib3
-from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from watcher.errors import ApiError, ApiUnavailableError, StreamStalledError
 
@@ -35,34 +33,6 @@ JsonObject = dict[str, Any]
 
 #: Connections kept besides one per watch: a list and the Lease requests.
 POOL_SPARE_CONNECTIONS = 2
-
-# The client's loaders have no annotations.
-_load_kube_config: Callable[..., None] = config.load_kube_config
-_load_incluster_config: Callable[..., None] = config.load_incluster_config
-
-
-def load_api_client(kubeconfig: str | None, *, pool_size: int | None = None) -> Any:
-    """Build an ``ApiClient`` from ``kubeconfig``, in-cluster config or ~/.kube.
-
-    ``kubeconfig`` may list several files as KUBECONFIG does. Without it,
-    the service account of the pod is used when running in a cluster, else
-    the default kubeconfig file. ``pool_size`` is the number of connections
-    kept open, at least one per concurrent watch. Raises the client's
-    ``ConfigException`` or ``OSError`` when no configuration can be loaded.
-    """
-    configuration = client.Configuration()
-    if pool_size is not None:
-        configuration.connection_pool_maxsize = max(
-            pool_size, configuration.connection_pool_maxsize or 0
-        )
-    if kubeconfig:
-        _load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            _load_incluster_config(client_configuration=configuration)
-        except ConfigException:
-            _load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
 
 
 class KubeClient:

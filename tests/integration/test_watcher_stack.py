@@ -34,13 +34,14 @@ from kubernetes import client as kube_client
 from local_stack.config import StackConfig
 from tasks import names
 from tasks.app import create_app
+from tasks.kube import load_api_client
 from tasks.settings import PodSelection
 from tests.etcd_compaction import compact_etcd
 from watcher.checkpoint import Checkpointer, RedisCheckpointStore, redis_client
 from watcher.clock import SystemClock
 from watcher.enqueue import CeleryEnqueuer, configure_sender
 from watcher.health import Health
-from watcher.kube import KubeClient, load_api_client
+from watcher.kube import KubeClient
 from watcher.leader import LeaseElector, LeaseOptions
 from watcher.metrics import WatcherMetrics
 from watcher.podapi import KubePodApi
