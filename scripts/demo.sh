@@ -9,11 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-python="${PYTHON:-python3}"
-if [[ ! -x .venv/bin/python ]]; then
-    echo "demo.sh: creating .venv with $("$python" --version)"
-    "$python" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 exec .venv/bin/python -m local_stack.demo "$@"

@@ -9,12 +9,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-python="${PYTHON:-python3}"
-if [[ ! -x .venv/bin/python ]]; then
-    echo "test.sh: creating .venv with $("$python" --version)"
-    "$python" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 stop_stack() {
     .venv/bin/python -m local_stack down || echo "test.sh: local_stack down failed" >&2
