@@ -89,7 +89,7 @@ _SIGNAL_EXIT_BASE = 128
 
 @dataclass(frozen=True)
 class ExecutionState:
-    """What was already emitted for one execution, as ``tasks.state`` stores it."""
+    """The events already emitted for one execution, as ``tasks.state`` stores them."""
 
     emitted: frozenset[EventType] = frozenset()
 
@@ -107,7 +107,7 @@ class ExecutionState:
 
 @dataclass(frozen=True)
 class TerminalVerdict:
-    """How an execution ended, as far as the pod's status tells."""
+    """How an execution ended, as far as the pod's status shows."""
 
     event_type: EventType
     reason: TerminalReason
@@ -139,7 +139,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class RunnerFacts:
-    """What the runner's report says, in the terms of the events."""
+    """The facts of the runner's report, in the terms of the events."""
 
     exit_code: int | None
     signal: int | None
@@ -279,8 +279,8 @@ def disappeared_event(
 def _refine(
     verdict: TerminalVerdict, facts: RunnerFacts
 ) -> tuple[EventType, TerminalReason]:
-    # The pod's status knows what the kubelet did (OOM kill, deadline); the
-    # report knows what the runner did (its own timeout, a signal).
+    # The pod's status records what the kubelet did (OOM kill, deadline),
+    # and the report records what the runner did (its own timeout, a signal).
     if verdict.reason in {TerminalReason.OOM_KILLED, TerminalReason.DEADLINE_EXCEEDED}:
         return verdict.event_type, verdict.reason
     if facts.timed_out:

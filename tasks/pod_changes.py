@@ -3,7 +3,7 @@
 The decision to acknowledge, retry or reject is made here and only here:
 
 - a snapshot that does not validate is rejected, because no attempt will
-  make it valid, and the reconciliation repairs what it would have said;
+  make it valid, and the reconciliation repairs what it would have emitted;
 - a ``RetryableError`` (Kafka did not confirm, the API server failed, the
   execution is locked) is retried with capped exponential backoff; Kafka
   and lock failures retry without limit, because giving up loses an event;
@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 LOG_READ_ATTEMPTS = 5
 #: Attempts after an unexpected exception before the task fails.
 BUG_ATTEMPTS = 3
-#: Longest wait between two attempts; Kafka outages last minutes, and a
-#: shorter cap finds it back sooner.
+#: Maximum wait between two attempts. Kafka outages last minutes, and a
+#: shorter cap notices the broker's return sooner.
 MAX_BACKOFF_SECONDS = 60.0
 _NOT_FOUND = 404
 
@@ -73,8 +73,8 @@ _SOFT_TIME_LIMIT, _TIME_LIMIT = pod_change_time_limits(
 )
 
 
-# Results are not stored: nobody reads them, and each would keep a copy of
-# the snapshot in Redis for a day.
+# Results are not stored: no caller reads them, and each would keep a copy
+# of the snapshot in Redis for a day.
 @app.task(
     name=names.POD_CHANGED_TASK,
     bind=True,
