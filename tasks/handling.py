@@ -88,7 +88,7 @@ def handle(
     if execution_id is None:
         return Result(skipped=SkipReason.NO_EXECUTION_ID.value)
     if snapshot.deleted and _still_exists(context.core_v1, snapshot):
-        # The watch said DELETED because the pod stopped matching the label
+        # The watch sent DELETED because the pod stopped matching the label
         # selector, not because it was deleted.
         logger.info("pod left the selection, not deleted; skipped", extra=fields)
         return Result(skipped="left_selection")
