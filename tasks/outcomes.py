@@ -401,8 +401,11 @@ def _still_active(
     now: datetime,
     policy: Policy,
 ) -> tuple[TerminalVerdict | None, float | None]:
-    # A started pod whose node stopped reporting: the node controller sets
-    # Ready to Unknown and, much later, the pod is deleted.
+    # A started pod whose node stopped reporting, with a Ready condition of
+    # Unknown. NOTE: the node lifecycle controller of recent releases marks
+    # such pods Ready=False instead, which this rule does not catch; those
+    # pods fail through the taint manager's deletion, which no kubelet
+    # completes (see _deleting).
     ready = snapshot.condition("Ready")
     if ready is not None and ready.status == "Unknown" and snapshot.node_name:
         since = ready.last_transition_time or snapshot.observed_at
