@@ -75,6 +75,7 @@ def resilient(monitor_env: Monitor, private_kafka: Stack) -> Monitor:
             # the test; the reconciliation's time limit must stay below it.
             "POD_MONITOR_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY_TIMEOUT),
             "POD_MONITOR_RECONCILE_TIME_LIMIT_SECONDS": "5",
+            "POD_MONITOR_EXECUTION_LOCK_SECONDS": "60",
         },
         processes=monitor_env.processes,
     )
