@@ -20,6 +20,7 @@ send tasks, and only ``celery worker`` loads the modules in ``include``.
 from __future__ import annotations
 
 import math
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -192,4 +193,17 @@ def create_app() -> Celery:
     return app
 
 
-app = create_app()
+def _create_app_or_exit() -> Celery:
+    # Every process that loads the app (worker, Beat, Flower, the CLI)
+    # checks every setting first, so a bad one stops it at start with one
+    # line naming the variable, instead of failing tasks later.
+    try:
+        settings.check_all()
+        pod_change_time_limits(settings.worker(), settings.broker())
+        return create_app()
+    except ValueError as error:
+        print(f"pod-monitor: invalid configuration: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _create_app_or_exit()

@@ -7,9 +7,14 @@ The decision to acknowledge, retry or reject is made here and only here:
 - a ``RetryableError`` (Kafka did not confirm, the API server failed, the
   execution is locked) is retried with capped exponential backoff; Kafka
   and lock failures retry without limit, because giving up loses an event;
-- a log that stays unreadable ends, on the last attempt, in an event that
-  says the log could not be read;
+- a log that stays unreadable ends, after ``LOG_READ_ATTEMPTS`` failed
+  reads spread over minutes, in an event that says the log could not be
+  read;
 - any other exception is a bug: retried a few times, then failed.
+
+Log-read failures and unexpected exceptions are counted in the task's own
+keyword arguments, apart from Celery's retry count, so a long Kafka outage
+does not use up the attempts of a later log read.
 
 The task returns, and is acknowledged, only after Kafka confirmed every
 event it emitted.
@@ -41,8 +46,13 @@ from tasks.state import StateStore
 
 logger = logging.getLogger(__name__)
 
-#: Attempts at reading a log before the event goes out without it.
-LOG_READ_ATTEMPTS = 5
+#: Failed log reads before the event goes out without the log. With the
+#: backoff below they span about six minutes, longer than an API server
+#: restart or a kubelet's brief absence.
+LOG_READ_ATTEMPTS = 8
+#: First wait after a failed log read, doubled after each failure up to
+#: ``MAX_BACKOFF_SECONDS``.
+LOG_READ_BACKOFF_SECONDS = 5.0
 #: Attempts after an unexpected exception before the task fails.
 BUG_ATTEMPTS = 3
 #: Maximum wait between two attempts. Kafka outages last minutes, and a
@@ -84,7 +94,11 @@ _SOFT_TIME_LIMIT, _TIME_LIMIT = pod_change_time_limits(
     time_limit=_TIME_LIMIT,
 )
 def pod_changed(
-    self: Task[Any, Any], snapshot: dict[str, Any], refresh: bool = False
+    self: Task[Any, Any],
+    snapshot: dict[str, Any],
+    refresh: bool = False,
+    log_failures: int = 0,
+    unexpected_failures: int = 0,
 ) -> dict[str, object]:
     """Emit the events that one pod snapshot calls for."""
     parsed = _validate(snapshot)
@@ -94,22 +108,31 @@ def pod_changed(
         "pod": parsed.name,
         "attempt": self.request.retries + 1,
     }
+    retry_kwargs = {
+        "refresh": refresh,
+        "log_failures": log_failures,
+        "unexpected_failures": unexpected_failures,
+    }
     try:
         if refresh:
             parsed = _refreshed(parsed)
         result = handling.handle(
             parsed,
             context(),
-            give_up_on_log=self.request.retries + 1 >= LOG_READ_ATTEMPTS,
+            give_up_on_log=log_failures + 1 >= LOG_READ_ATTEMPTS,
         )
     except RetryableError as error:
-        raise _retry(self, error, fields) from error
+        raise _retry(self, error, fields, retry_kwargs) from error
     except Exception as error:
-        if self.request.retries + 1 >= BUG_ATTEMPTS:
+        if unexpected_failures + 1 >= BUG_ATTEMPTS:
             logger.exception("pod change failed; giving up", extra=fields)
             raise
         logger.exception("pod change failed unexpectedly; will retry", extra=fields)
-        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from error
+        raise self.retry(
+            exc=error,
+            countdown=_backoff(unexpected_failures),
+            kwargs={**retry_kwargs, "unexpected_failures": unexpected_failures + 1},
+        ) from error
 
     if result.recheck_after is not None:
         _schedule_recheck(parsed, result.recheck_after)
@@ -135,15 +158,22 @@ def _validate(snapshot: dict[str, Any]) -> PodSnapshot:
 
 
 def _retry(
-    task: Task[Any, Any], error: RetryableError, fields: dict[str, Any]
+    task: Task[Any, Any],
+    error: RetryableError,
+    fields: dict[str, Any],
+    retry_kwargs: dict[str, Any],
 ) -> Exception:
+    kwargs = dict(retry_kwargs)
+    limit = "no limit"
     if isinstance(error, ExecutionLockedError):
         countdown = random.uniform(0.5, 2.0)  # noqa: S311 - jitter, not security
+    elif isinstance(error, LogReadError):
+        failures = kwargs["log_failures"]
+        kwargs["log_failures"] = failures + 1
+        countdown = min(MAX_BACKOFF_SECONDS, LOG_READ_BACKOFF_SECONDS * 2**failures)
+        limit = f"log read {failures + 1} of {LOG_READ_ATTEMPTS}"
     else:
         countdown = _backoff(task.request.retries)
-    limit = (
-        "no limit" if not isinstance(error, LogReadError) else f"{LOG_READ_ATTEMPTS}"
-    )
     logger.warning(
         "pod change failed; will retry",
         extra={
@@ -153,7 +183,7 @@ def _retry(
             "limit": limit,
         },
     )
-    return task.retry(exc=error, countdown=countdown)
+    return task.retry(exc=error, countdown=countdown, kwargs=kwargs)
 
 
 def _backoff(retries: int) -> float:

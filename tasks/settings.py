@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import re
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 ENV_PREFIX = "POD_MONITOR_"
 
@@ -253,3 +254,44 @@ def logs() -> LogSettings:
 @functools.cache
 def worker() -> WorkerSettings:
     return WorkerSettings()
+
+
+class InvalidSettingsError(ValueError):
+    """One or more settings have invalid values; the message names each."""
+
+
+#: Every settings class with the accessor that caches it.
+_ACCESSORS: tuple[tuple[type[BaseSettings], Callable[[], BaseSettings]], ...] = (
+    (PodSelection, pod_selection),
+    (Policy, policy),
+    (BrokerSettings, broker),
+    (KafkaSettings, kafka),
+    (LogSettings, logs),
+    (WorkerSettings, worker),
+)
+
+
+def check_all() -> None:
+    """Load every setting now, so that a bad one stops the process at start.
+
+    Raises ``InvalidSettingsError`` whose message names each invalid
+    environment variable, its value and the problem.
+    """
+    problems: list[str] = []
+    for cls, accessor in _ACCESSORS:
+        try:
+            accessor()
+        except ValidationError as error:
+            prefix = str(cls.model_config.get("env_prefix", ""))
+            problems.extend(_describe(prefix, entry) for entry in error.errors())
+        except SettingsError as error:
+            # pydantic-settings raises this when a value is not valid JSON.
+            problems.append(f"{error} ({error.__cause__})")
+    if problems:
+        raise InvalidSettingsError("; ".join(problems))
+
+
+def _describe(prefix: str, entry: Mapping[str, Any]) -> str:
+    location = entry.get("loc") or ()
+    name = f"{prefix}{str(location[0]).upper()}" if location else prefix + "*"
+    return f"{name}={entry.get('input')!r} is invalid: {entry.get('msg')}"

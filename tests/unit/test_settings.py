@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
-from tasks.settings import BrokerSettings, KafkaSettings, PodSelection, Policy
+from tasks import settings
+from tasks.settings import (
+    BrokerSettings,
+    InvalidSettingsError,
+    KafkaSettings,
+    PodSelection,
+    Policy,
+    check_all,
+)
 
 
 def test_namespaces_accept_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,3 +78,43 @@ def test_kafka_extra_config_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_MONITOR_KAFKA_EXTRA_CONFIG", '{"security.protocol": "SSL"}')
 
     assert KafkaSettings().extra_config == {"security.protocol": "SSL"}
+
+
+def test_check_all_names_each_invalid_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_KAFKA_TOPIC", "bad topic")
+    monkeypatch.setenv("POD_MONITOR_PENDING_GRACE_SECONDS", "soon")
+    _clear_caches()
+
+    with pytest.raises(InvalidSettingsError) as raised:
+        check_all()
+    _clear_caches()
+
+    assert "POD_MONITOR_KAFKA_TOPIC='bad topic' is invalid" in str(raised.value)
+    assert "POD_MONITOR_PENDING_GRACE_SECONDS='soon' is invalid" in str(raised.value)
+
+
+def test_worker_exits_on_invalid_setting() -> None:
+    env = {**os.environ, "POD_MONITOR_KAFKA_TOPIC": "bad topic"}
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import tasks.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "POD_MONITOR_KAFKA_TOPIC='bad topic' is invalid" in result.stderr
+
+
+def _clear_caches() -> None:
+    for accessor in (
+        settings.pod_selection,
+        settings.policy,
+        settings.broker,
+        settings.kafka,
+        settings.logs,
+        settings.worker,
+    ):
+        accessor.cache_clear()
