@@ -13,8 +13,8 @@ from tasks.events import CapturedOutput, TerminalEvent
 
 #: Bytes kept free for the record's headers and framing.
 HEADROOM_BYTES = 2048
-#: Attempts at cutting; JSON escapes make the encoded size of a cut hard to
-#: predict, so each attempt shrinks by the excess it measured.
+#: Attempts at sharing the space between the streams; each shrinks the
+#: budget by the excess the last one measured.
 _MAX_ATTEMPTS = 8
 
 
@@ -58,14 +58,16 @@ def _split(budget: int, stdout_need: int, stderr_need: int) -> tuple[int, int]:
 def _fit_output(output: CapturedOutput, budget: int) -> CapturedOutput:
     if _data_size(output) <= budget:
         return output
-    keep = (budget // 4) * 3 if output.encoding == "base64" else budget
-    for _ in range(_MAX_ATTEMPTS):
-        cut = _cut(output, keep)
-        excess = _data_size(cut) - budget
-        if excess <= 0:
-            return cut
-        keep = max(0, keep - excess)
-    return _cut(output, 0)
+    # Binary search for the longest prefix that fits: JSON escapes make a
+    # byte of output take one to six bytes of event, so no ratio predicts it.
+    low, high = 0, output.size_bytes
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _data_size(_cut(output, middle)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return _cut(output, low)
 
 
 def _cut(output: CapturedOutput, keep: int) -> CapturedOutput:

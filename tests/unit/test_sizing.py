@@ -118,3 +118,15 @@ def test_mixed_output_fits(limit: int) -> None:
     event = completed(b'a"\\\n' * 300_000, "ü".encode() * 300_000)
 
     assert size(fit_event(event, limit)) <= limit - HEADROOM_BYTES
+
+
+@pytest.mark.parametrize("byte", [b"\\", b"\x01", b'"', b"\x1b[31m"])
+def test_escaped_output_keeps_what_fits(byte: bytes) -> None:
+    event = completed(byte * (1024 * 1024 // len(byte)))
+
+    fitted = fit_event(event, 1_000_000)
+
+    assert size(fitted) <= 1_000_000 - HEADROOM_BYTES
+    # At most six bytes of JSON per byte of output, so at least a sixth of
+    # the space carries output.
+    assert fitted.stdout.size_bytes > (1_000_000 - HEADROOM_BYTES) // 7
