@@ -218,11 +218,12 @@ class _TerminalEvent(_Event):
     """When the execution's container started, from its status."""
     finished_at: datetime | None = None
     """When the execution's container ended, from its status."""
-    stdout: CapturedOutput = CapturedOutput()
+    stdout: CapturedOutput | None = None
     """What the program wrote on stdout, or the raw container log when no
-    report was read."""
-    stderr: CapturedOutput = CapturedOutput()
-    """What the program wrote on stderr."""
+    report was read; None when the log could not be read."""
+    stderr: CapturedOutput | None = None
+    """What the program wrote on stderr; None without a report, because the
+    raw log mixes both streams."""
     resources: ResourceUsage | None = None
     """Resources used, from the report; None without a report."""
     report_found: bool = False

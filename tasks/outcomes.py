@@ -230,9 +230,13 @@ def terminal_event(
         signal = facts.signal
         event_type, reason = _refine(verdict, facts)
         stdout, stderr, resources = facts.stdout, facts.stderr, facts.resources
-    else:
+    elif log.status is LogStatus.READ:
         stdout = CapturedOutput.from_bytes(log.raw, truncated=log.raw_truncated)
-        stderr, resources = CapturedOutput(), None
+        stderr, resources = None, None
+    else:
+        # The log was not read: nothing is known of the output, which is
+        # not the same as no output.
+        stdout, stderr, resources = None, None, None
 
     cls = TERMINAL_EVENT_CLASSES[event_type]
     return cls(

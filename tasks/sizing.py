@@ -55,8 +55,8 @@ def _split(budget: int, stdout_need: int, stderr_need: int) -> tuple[int, int]:
     return stdout_budget, min(stderr_need, budget - stdout_budget)
 
 
-def _fit_output(output: CapturedOutput, budget: int) -> CapturedOutput:
-    if _data_size(output) <= budget:
+def _fit_output(output: CapturedOutput | None, budget: int) -> CapturedOutput | None:
+    if output is None or _data_size(output) <= budget:
         return output
     # Binary search for the longest prefix that fits: JSON escapes make a
     # byte of output take one to six bytes of event, so no ratio predicts it.
@@ -70,7 +70,9 @@ def _fit_output(output: CapturedOutput, budget: int) -> CapturedOutput:
     return _cut(output, low)
 
 
-def _cut(output: CapturedOutput, keep: int) -> CapturedOutput:
+def _cut(output: CapturedOutput | None, keep: int) -> CapturedOutput | None:
+    if output is None:
+        return None
     kept = output.to_bytes()[:keep]
     if output.encoding == "utf-8":
         # Drop a character that the cut split in two, so the text stays valid.
@@ -81,12 +83,14 @@ def _cut(output: CapturedOutput, keep: int) -> CapturedOutput:
 
 
 def _with_output(
-    event: TerminalEvent, stdout: CapturedOutput, stderr: CapturedOutput
+    event: TerminalEvent, stdout: CapturedOutput | None, stderr: CapturedOutput | None
 ) -> TerminalEvent:
     return event.model_copy(update={"stdout": stdout, "stderr": stderr})
 
 
-def _data_size(output: CapturedOutput) -> int:
+def _data_size(output: CapturedOutput | None) -> int:
+    if output is None:
+        return 0
     return len(json.dumps(output.data, ensure_ascii=False).encode("utf-8"))
 
 

@@ -213,6 +213,7 @@ def test_pod_deleted_after_finish_gets_terminal(monitor_env: Monitor) -> None:
     assert event["exit_code"] == 0
     assert event["log_status"] == "not_found"
     assert event["report_found"] is False
+    assert event["stdout"] is None
 
 
 def _wait_for_phase(

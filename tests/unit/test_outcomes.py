@@ -14,6 +14,7 @@ from tasks.events import (
     LogStatus,
     PodRef,
     ResourceUsage,
+    TerminalEvent,
     TerminalReason,
     event_id,
 )
@@ -52,6 +53,16 @@ COMPLETED, FAILED, TIMED_OUT = (
     EventType.TIMED_OUT,
 )
 NOTHING: frozenset[EventType] = frozenset()
+
+
+def stdout_of(event: TerminalEvent) -> CapturedOutput:
+    assert event.stdout is not None
+    return event.stdout
+
+
+def stderr_of(event: TerminalEvent) -> CapturedOutput:
+    assert event.stderr is not None
+    return event.stderr
 
 
 def snap(raw: dict[str, Any], *, deleted: bool = False) -> Any:
@@ -585,8 +596,8 @@ def test_terminal_event_refined_by_report(
     assert event.event_type is want_type
     assert event.reason is want_reason
     assert event.report_found is True
-    assert event.stdout.to_bytes() == b"out\n"
-    assert event.stderr.to_bytes() == b"err\n"
+    assert stdout_of(event).to_bytes() == b"out\n"
+    assert stderr_of(event).to_bytes() == b"err\n"
     assert event.resources == facts.resources
 
 
@@ -604,8 +615,8 @@ def test_terminal_event_without_report_carries_raw_log() -> None:
     assert event.reason is TerminalReason.OOM_KILLED
     assert event.report_found is False
     assert event.report_problem == "absent"
-    assert event.stdout.encoding == "base64"
-    assert event.stdout.to_bytes() == b"partial \xff output"
+    assert stdout_of(event).encoding == "base64"
+    assert stdout_of(event).to_bytes() == b"partial \xff output"
     assert event.finished_at == datetime(2026, 12, 4, 10, 0, 9, tzinfo=UTC)
 
 
@@ -619,3 +630,15 @@ def test_disappeared_event_names_reason() -> None:
     assert event.reason is TerminalReason.POD_DISAPPEARED
     assert event.occurred_at == SOON
     assert event.event_id == event_id("uid-1", EventType.FAILED)
+
+
+def test_unread_log_leaves_output_unknown() -> None:
+    snapshot = snap(pod(phase="Succeeded", main=terminated(0)), deleted=True)
+    verdict, _ = classify(snapshot, now=SOON, policy=POLICY)
+    assert verdict is not None
+
+    event = terminal_event(snapshot, verdict, LogOutcome(LogStatus.NOT_FOUND))
+
+    assert event.stdout is None
+    assert event.stderr is None
+    assert event.log_status is LogStatus.NOT_FOUND

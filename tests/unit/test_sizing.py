@@ -23,6 +23,16 @@ NOW = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
 LIMIT = 64 * 1024
 
 
+def stdout_of(event: TerminalEvent) -> CapturedOutput:
+    assert event.stdout is not None
+    return event.stdout
+
+
+def stderr_of(event: TerminalEvent) -> CapturedOutput:
+    assert event.stderr is not None
+    return event.stderr
+
+
 def completed(stdout: bytes, stderr: bytes = b"") -> ExecutionCompletedEvent:
     return ExecutionCompletedEvent(
         event_id=event_id("uid-1", EventType.COMPLETED),
@@ -53,10 +63,10 @@ def test_large_text_cut_and_flagged() -> None:
     fitted = fit_event(event, LIMIT)
 
     assert size(fitted) <= LIMIT - HEADROOM_BYTES
-    assert fitted.stdout.truncated is True
-    assert fitted.stdout.original_size_bytes == 200_000
-    assert fitted.stdout.to_bytes() == b"x" * fitted.stdout.size_bytes
-    assert fitted.stdout.size_bytes > LIMIT // 2
+    assert stdout_of(fitted).truncated is True
+    assert stdout_of(fitted).original_size_bytes == 200_000
+    assert stdout_of(fitted).to_bytes() == b"x" * stdout_of(fitted).size_bytes
+    assert stdout_of(fitted).size_bytes > LIMIT // 2
 
 
 def test_cut_text_stays_valid_utf8() -> None:
@@ -64,9 +74,9 @@ def test_cut_text_stays_valid_utf8() -> None:
 
     fitted = fit_event(event, LIMIT)
 
-    assert fitted.stdout.encoding == "utf-8"
-    assert "é€😀".encode().startswith(fitted.stdout.to_bytes()[:3])
-    fitted.stdout.to_bytes().decode("utf-8")
+    assert stdout_of(fitted).encoding == "utf-8"
+    assert "é€😀".encode().startswith(stdout_of(fitted).to_bytes()[:3])
+    stdout_of(fitted).to_bytes().decode("utf-8")
 
 
 def test_escaped_text_fits() -> None:
@@ -76,7 +86,7 @@ def test_escaped_text_fits() -> None:
     fitted = fit_event(event, LIMIT)
 
     assert size(fitted) <= LIMIT - HEADROOM_BYTES
-    assert fitted.stdout.truncated is True
+    assert stdout_of(fitted).truncated is True
 
 
 def test_small_stream_leaves_room_to_other() -> None:
@@ -84,9 +94,9 @@ def test_small_stream_leaves_room_to_other() -> None:
 
     fitted = fit_event(event, LIMIT)
 
-    assert fitted.stderr.to_bytes() == b"short error\n"
-    assert fitted.stderr.truncated is False
-    assert fitted.stdout.truncated is True
+    assert stderr_of(fitted).to_bytes() == b"short error\n"
+    assert stderr_of(fitted).truncated is False
+    assert stdout_of(fitted).truncated is True
 
 
 def test_binary_output_cut_as_base64() -> None:
@@ -95,8 +105,8 @@ def test_binary_output_cut_as_base64() -> None:
     fitted = fit_event(event, LIMIT)
 
     assert size(fitted) <= LIMIT - HEADROOM_BYTES
-    assert fitted.stdout.truncated is True
-    assert (bytes(range(256)) * 1000).startswith(fitted.stdout.to_bytes())
+    assert stdout_of(fitted).truncated is True
+    assert (bytes(range(256)) * 1000).startswith(stdout_of(fitted).to_bytes())
 
 
 @settings(max_examples=60, deadline=None)
@@ -109,8 +119,8 @@ def test_any_output_fits_any_limit(stdout: bytes, stderr: bytes, limit: int) -> 
     fitted = fit_event(completed(stdout, stderr), limit)
 
     assert size(fitted) <= limit - HEADROOM_BYTES
-    assert stdout.startswith(fitted.stdout.to_bytes())
-    assert stderr.startswith(fitted.stderr.to_bytes())
+    assert stdout.startswith(stdout_of(fitted).to_bytes())
+    assert stderr.startswith(stderr_of(fitted).to_bytes())
 
 
 @pytest.mark.parametrize("limit", [16_384, 100_000, 1_000_000])
@@ -129,4 +139,4 @@ def test_escaped_output_keeps_what_fits(byte: bytes) -> None:
     assert size(fitted) <= 1_000_000 - HEADROOM_BYTES
     # At most six bytes of JSON per byte of output, so at least a sixth of
     # the space carries output.
-    assert fitted.stdout.size_bytes > (1_000_000 - HEADROOM_BYTES) // 7
+    assert stdout_of(fitted).size_bytes > (1_000_000 - HEADROOM_BYTES) // 7
