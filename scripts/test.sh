@@ -12,6 +12,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/venv.sh
 source scripts/venv.sh
 
+# Watches go to etcd rather than the API server's watch cache, so that a
+# test that compacts etcd gets a real 410 Gone for an old resourceVersion;
+# a fresh cache would serve it.
+export POD_MONITOR_STACK_WATCH_CACHE="${POD_MONITOR_STACK_WATCH_CACHE:-false}"
+
 stop_stack() {
     .venv/bin/python -m local_stack down || echo "test.sh: local_stack down failed" >&2
 }
