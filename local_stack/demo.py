@@ -117,12 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"every execution got its terminal event; logs in {log_dir}")
     print(
         "tail the topic: POD_MONITOR_KAFKA_BOOTSTRAP_SERVERS="
-        f"{config.kafka_bootstrap_servers} pod-monitor events --from-beginning"
+        f"{config.kafka_bootstrap_servers} .venv/bin/pod-monitor events "
+        "--from-beginning"
     )
     if args.down:
         stack.down()
     else:
-        print("the stack keeps running; stop it with: python -m local_stack down")
+        print(
+            "the stack keeps running; stop it with: "
+            ".venv/bin/python -m local_stack down"
+        )
     return 1 if missing else 0
 
 
@@ -150,6 +154,10 @@ def _environment(config: StackConfig) -> dict[str, str]:
         "POD_MONITOR_KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap_servers,
         "POD_MONITOR_KAFKA_TOPIC": TOPIC,
         "POD_MONITOR_NAMESPACES": NAMESPACE,
+        # The watcher's probes, on loopback and on a port the system picks,
+        # so the demo never fails on a taken 8080.
+        "POD_MONITOR_HEALTH_HOST": "127.0.0.1",
+        "POD_MONITOR_HEALTH_PORT": "0",
     }
 
 

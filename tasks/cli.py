@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import uuid
@@ -104,6 +105,10 @@ def _events(args: argparse.Namespace) -> int:
             )
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # The reader went away (`pod-monitor events | head`): stop quietly,
+        # and keep Python from reporting the closed pipe at exit.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115, PTH123
     finally:
         consumer.close()
     return 0

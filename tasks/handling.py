@@ -144,6 +144,17 @@ def _read_log(
     context: Context,
     give_up: bool,
 ) -> LogOutcome:
+    named = snapshot.main_container
+    if named is not None and snapshot.container(named) is None:
+        # The container annotation names a container the pod does not have.
+        logger.warning(
+            "execution container not found in pod; log not read",
+            extra={**_log_fields(snapshot), "container": snapshot.main_container},
+        )
+        return LogOutcome(
+            LogStatus.SKIPPED,
+            error=f"the pod has no container named {snapshot.main_container!r}",
+        )
     if not container_started or snapshot.main_container is None:
         return LogOutcome(LogStatus.SKIPPED)
     try:

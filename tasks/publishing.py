@@ -111,7 +111,9 @@ class Publisher:
             )
         result = outcome[0]
         if isinstance(result, KafkaError):
-            raise PublishError(f"Kafka rejected event {event.event_id}: {result}")
+            raise PublishError(
+                f"Kafka did not deliver event {event.event_id}: {result}"
+            )
         return Delivery(partition=result.partition() or 0, offset=result.offset() or 0)
 
     def close(self, timeout_seconds: float = 10.0) -> int:

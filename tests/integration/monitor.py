@@ -166,7 +166,10 @@ class Monitor:
         return self._client
 
     def watcher(self, name: str = "watcher") -> Process:
-        env = {"POD_MONITOR_HEALTH_PORT": str(free_port())}
+        env = {
+            "POD_MONITOR_HEALTH_HOST": "127.0.0.1",
+            "POD_MONITOR_HEALTH_PORT": str(free_port()),
+        }
         return self._start(name, [str(VENV_BIN / "pod-monitor-watcher")], env)
 
     def _start(
