@@ -73,6 +73,12 @@ class TerminalReason(enum.StrEnum):
     CONTAINER_CONFIG_ERROR = "container_config_error"
     CONTAINER_START_FAILED = "container_start_failed"
     INIT_CONTAINER_FAILED = "init_container_failed"
+    #: The runner found no such command (exit code 127).
+    COMMAND_NOT_FOUND = "command_not_found"
+    #: The runner could not execute the command (exit code 126).
+    COMMAND_NOT_EXECUTABLE = "command_not_executable"
+    #: The runner itself failed or was misconfigured (exit code 125).
+    RUNNER_FAILED = "runner_failed"
     CRASH_LOOP = "crash_loop"
     ADMISSION_REJECTED = "admission_rejected"
     NODE_LOST = "node_lost"

@@ -76,6 +76,7 @@ def facts_of(report: reports.Report) -> RunnerFacts:
         exit_code=header.exit_code,
         signal=header.signal,
         timed_out=header.timed_out,
+        outcome=header.outcome.value,
         stdout=_output(report.stdout, header.stdout, complete=report.complete),
         stderr=_output(report.stderr, header.stderr, complete=report.complete),
         resources=ResourceUsage(

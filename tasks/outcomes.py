@@ -73,6 +73,13 @@ _DISRUPTION_REASONS = {
     "TerminationByKubelet": TerminalReason.EVICTED,
 }
 
+#: Outcomes of the runner's report that are failures of their own kind.
+_RUNNER_OUTCOMES = {
+    "command_not_found": TerminalReason.COMMAND_NOT_FOUND,
+    "command_not_executable": TerminalReason.COMMAND_NOT_EXECUTABLE,
+    "runner_failed": TerminalReason.RUNNER_FAILED,
+}
+
 _WAITING_REASONS = {
     "ErrImagePull": TerminalReason.IMAGE_PULL_FAILED,
     "ImagePullBackOff": TerminalReason.IMAGE_PULL_FAILED,
@@ -144,6 +151,9 @@ class RunnerFacts:
     exit_code: int | None
     signal: int | None
     timed_out: bool
+    #: The runner's own outcome: exited, signaled, timed_out,
+    #: command_not_found, command_not_executable or runner_failed.
+    outcome: str | None
     stdout: CapturedOutput
     stderr: CapturedOutput
     resources: ResourceUsage | None
@@ -289,6 +299,8 @@ def _refine(
         return verdict.event_type, verdict.reason
     if facts.timed_out:
         return EventType.TIMED_OUT, TerminalReason.TIMEOUT
+    if facts.outcome in _RUNNER_OUTCOMES:
+        return EventType.FAILED, _RUNNER_OUTCOMES[facts.outcome]
     if verdict.reason in {TerminalReason.COMPLETED, TerminalReason.NON_ZERO_EXIT}:
         if facts.signal is not None:
             return EventType.FAILED, TerminalReason.KILLED_BY_SIGNAL

@@ -33,6 +33,8 @@ def _check_label_key(value: str) -> str:
 
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
 
 def _split_list(value: object) -> object:
     # Environment variables hold lists as "a,b" or as a JSON array.
@@ -92,6 +94,19 @@ class PodSelection(BaseSettings):
     def _split_namespaces(cls, value: object) -> object:
         # Accept "a,b" as well as the JSON list pydantic-settings expects.
         return _split_list(value)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _valid_namespaces(cls, value: list[str]) -> list[str]:
+        # A namespace name is a DNS label; a watcher given another name
+        # would watch nothing and look healthy.
+        for name in value:
+            if not _DNS_LABEL.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a valid namespace name (a DNS label: at most "
+                    "63 lowercase letters, digits and '-')"
+                )
+        return value
 
 
 class Policy(BaseSettings):

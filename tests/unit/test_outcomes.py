@@ -534,11 +534,13 @@ def _facts(
     exit_code: int = 0,
     signal: int | None = None,
     timed_out: bool = False,
+    outcome: str = "exited",
 ) -> RunnerFacts:
     return RunnerFacts(
         exit_code=exit_code,
         signal=signal,
         timed_out=timed_out,
+        outcome=outcome,
         stdout=CapturedOutput.from_bytes(b"out\n"),
         stderr=CapturedOutput.from_bytes(b"err\n"),
         resources=ResourceUsage(wall_seconds=1.5, peak_memory_bytes=1024),
@@ -547,6 +549,18 @@ def _facts(
 
 REPORT_CASES = [
     # (pod, facts, want type, want reason)
+    (
+        pod(phase="Failed", main=terminated(127)),
+        _facts(exit_code=127, outcome="command_not_found"),
+        FAILED,
+        TerminalReason.COMMAND_NOT_FOUND,
+    ),
+    (
+        pod(phase="Failed", main=terminated(125)),
+        _facts(exit_code=125, outcome="runner_failed"),
+        FAILED,
+        TerminalReason.RUNNER_FAILED,
+    ),
     (
         pod(phase="Succeeded", main=terminated(0)),
         _facts(),

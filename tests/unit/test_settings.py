@@ -118,3 +118,10 @@ def _clear_caches() -> None:
         settings.worker,
     ):
         accessor.cache_clear()
+
+
+def test_invalid_namespace_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_MONITOR_NAMESPACES", "runs,Bad_NS!")
+
+    with pytest.raises(ValidationError, match="not a valid namespace name"):
+        PodSelection()
