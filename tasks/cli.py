@@ -30,7 +30,8 @@ _EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="pod-monitor", description=__doc__.split("\n")[0]
+        prog="pod-monitor",
+        description="Tail the execution events, reconcile, print the schema.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -55,17 +55,24 @@ def outcome_of(
 ) -> LogOutcome:
     """Turn a parse result into what the terminal event carries."""
     problem = _problem(parsed, cut_by_limit=cut_by_limit, limit_bytes=limit_bytes)
+    notes: tuple[str, ...] = ()
+    if parsed.headers_seen > 1:
+        # Something in the container printed a report-shaped header, or the
+        # runner ran twice; the last header counts.
+        notes = (f"the log holds {parsed.headers_seen} report headers",)
     if parsed.report is not None:
         return LogOutcome(
             LogStatus.READ,
             facts=facts_of(parsed.report),
             report_problem=problem,
+            notes=notes,
         )
     return LogOutcome(
         LogStatus.READ,
         raw=parsed.raw_log,
         raw_truncated=parsed.raw_log_truncated or cut_by_limit,
         report_problem=problem,
+        notes=notes,
     )
 
 

@@ -158,7 +158,7 @@ def _read_log(
     if not container_started or snapshot.main_container is None:
         return LogOutcome(LogStatus.SKIPPED)
     try:
-        return extraction.read_outcome(
+        outcome = extraction.read_outcome(
             context.core_v1,
             namespace=snapshot.namespace,
             pod=snapshot.name,
@@ -173,6 +173,11 @@ def _read_log(
             extra={**_log_fields(snapshot), "error": str(error)},
         )
         return LogOutcome(LogStatus.FAILED, error=str(error))
+    for note in outcome.notes:
+        logger.warning(
+            "container log needs a look", extra={**_log_fields(snapshot), "note": note}
+        )
+    return outcome
 
 
 def _still_exists(core_v1: Any, snapshot: PodSnapshot) -> bool:

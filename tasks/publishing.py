@@ -162,10 +162,27 @@ def producer_config(settings: KafkaSettings) -> dict[str, object]:
     return config
 
 
+#: Seconds between two log lines about librdkafka's client errors; during
+#: an outage it reports every failed reconnect, several a second.
+CLIENT_ERROR_LOG_INTERVAL_SECONDS = 30.0
+_client_errors = {"last_logged": -CLIENT_ERROR_LOG_INTERVAL_SECONDS, "suppressed": 0}
+
+
 def _log_client_error(error: KafkaError) -> None:
     # librdkafka reports broker connection losses here and recovers by
     # itself; deliveries that fail still fail their own publish() call.
-    logger.warning("Kafka client error: %s", error)
+    now = time.monotonic()
+    if now - _client_errors["last_logged"] < CLIENT_ERROR_LOG_INTERVAL_SECONDS:
+        _client_errors["suppressed"] += 1
+        return
+    logger.warning(
+        "Kafka client error",
+        extra={
+            "error": str(error),
+            "suppressed_since_last": _client_errors["suppressed"],
+        },
+    )
+    _client_errors.update(last_logged=now, suppressed=0)
 
 
 _lock = threading.Lock()
