@@ -35,6 +35,32 @@ LabelKey = Annotated[str, AfterValidator(_check_label_key)]
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
+# One requirement of a label selector, in the grammar of apimachinery's
+# labels.Parse: existence, equality, set membership, and gt/lt on integers.
+_SELECTOR_KEY = _LABEL_KEY.pattern.strip("^$")
+_LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?"
+_REQUIREMENT = re.compile(
+    rf"!?\s*{_SELECTOR_KEY}"
+    rf"|{_SELECTOR_KEY}\s*(=|==|!=)\s*{_LABEL_VALUE}"
+    rf"|{_SELECTOR_KEY}\s+(in|notin)\s*\(\s*{_LABEL_VALUE}(\s*,\s*{_LABEL_VALUE})*\s*\)"
+    rf"|{_SELECTOR_KEY}\s*(<|>)\s*-?[0-9]+"
+)
+
+
+def _split_requirements(selector: str) -> list[str]:
+    """Split a selector at the commas that are not inside parentheses."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(selector):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(selector[start:index])
+            start = index + 1
+    parts.append(selector[start:])
+    return parts
+
 
 def _split_list(value: object) -> object:
     # Environment variables hold lists as "a,b" or as a JSON array.
@@ -81,12 +107,18 @@ class PodSelection(BaseSettings):
 
     @field_validator("label_selector")
     @classmethod
-    def _selector_not_empty(cls, value: str) -> str:
+    def _selector_valid(cls, value: str) -> str:
         if not value.strip():
             raise ValueError(
                 "an empty label selector would select every pod in the cluster; "
                 "set a selector that matches only execution pods"
             )
+        for requirement in _split_requirements(value.strip()):
+            if not _REQUIREMENT.fullmatch(requirement.strip()):
+                raise ValueError(
+                    f"{requirement.strip()!r} is not a label selector requirement "
+                    "(key, !key, key=value, key!=value, key in (a,b), key notin (a,b))"
+                )
         return value.strip()
 
     @field_validator("namespaces", mode="before")

@@ -125,3 +125,23 @@ def test_invalid_namespace_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(ValidationError, match="not a valid namespace name"):
         PodSelection()
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        "app.kubernetes.io/managed-by=pod-monitor-executions",
+        "team=a,tier!=batch",
+        "!legacy",
+        "env in (prod, staging),tier notin (x)",
+        "priority>3",
+    ],
+)
+def test_valid_selectors_accepted(selector: str) -> None:
+    assert PodSelection(label_selector=selector).label_selector == selector
+
+
+@pytest.mark.parametrize("selector", ["a=b=c", "=x", "a in b", "bad key=1", "a,,b"])
+def test_invalid_selector_rejected(selector: str) -> None:
+    with pytest.raises(ValidationError, match="not a label selector requirement"):
+        PodSelection(label_selector=selector)
