@@ -201,8 +201,9 @@ def rows() -> Iterator[Row]:
 
 
 def _sentence(text: str) -> str:
-    # reST literals (``x``) become Markdown code.
-    text = text.replace("``", "`")
+    # reST literals (``x``) become Markdown code, and a docstring's line
+    # breaks become spaces, because a table row is one line.
+    text = " ".join(text.replace("``", "`").split())
     if text and not text.endswith("."):
         text += "."
     return text[0].upper() + text[1:] if text else text

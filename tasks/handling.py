@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from tasks import extraction
+from tasks import extraction, metrics
 from tasks.errors import KubernetesApiError, LogReadError
 from tasks.events import EventType, ExecutionEvent, LogStatus
 from tasks.outcomes import LogOutcome, SkipReason, plan, terminal_event
@@ -125,6 +125,10 @@ def _publish(
         event.execution_id, event.event_type, event.event_id, event.pod
     )
     result.emitted.append(event.event_type)
+    metrics.EVENTS_PUBLISHED.labels(event.event_type.value).inc()
+    reason = getattr(event, "reason", None)
+    if reason is not None:
+        metrics.TERMINAL_REASONS.labels(str(reason)).inc()
     extra = {
         **fields,
         "event_type": event.event_type.value,
@@ -139,6 +143,17 @@ def _publish(
 
 
 def _read_log(
+    snapshot: PodSnapshot,
+    container_started: bool,
+    context: Context,
+    give_up: bool,
+) -> LogOutcome:
+    outcome = _read_log_once(snapshot, container_started, context, give_up)
+    metrics.LOG_READS.labels(outcome.status.value).inc()
+    return outcome
+
+
+def _read_log_once(
     snapshot: PodSnapshot,
     container_started: bool,
     context: Context,

@@ -33,7 +33,7 @@ from celery.exceptions import Reject
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from tasks import handling, kube, names, publishing, settings
+from tasks import handling, kube, metrics, names, publishing, settings
 from tasks.app import app, pod_change_time_limits
 from tasks.errors import (
     ExecutionLockedError,
@@ -174,6 +174,7 @@ def _retry(
         limit = f"log read {failures + 1} of {LOG_READ_ATTEMPTS}"
     else:
         countdown = _backoff(task.request.retries)
+    metrics.TASK_RETRIES.labels(type(error).__name__).inc()
     logger.warning(
         "pod change failed; will retry",
         extra={

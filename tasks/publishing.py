@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from tasks import metrics
 from tasks.errors import PublishError
 from tasks.events import SCHEMA_VERSION, ExecutionEvent
 from tasks.settings import KafkaSettings
@@ -99,11 +100,16 @@ class Publisher:
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             outcome.append(error if error is not None else message)
 
+        started = time.monotonic()
         self._produce(record, on_delivery)
-        deadline = time.monotonic() + self._settings.delivery_timeout_seconds
+        deadline = started + self._settings.delivery_timeout_seconds
         deadline += _REPORT_GRACE_SECONDS
         while not outcome and time.monotonic() < deadline:
             self._producer.poll(_POLL_SECONDS)
+        if not outcome or isinstance(outcome[0], KafkaError):
+            metrics.PUBLISH_FAILURES.inc()
+        else:
+            metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
         if not outcome:
             raise PublishError(
                 f"Kafka did not confirm event {event.event_id} within "
@@ -157,6 +163,9 @@ def producer_config(settings: KafkaSettings) -> dict[str, object]:
         # would only add latency.
         "linger.ms": 0,
         "error_cb": _log_client_error,
+        # librdkafka also prints each failed reconnect to stderr itself;
+        # error_cb above reports them, at a bounded rate.
+        "log_level": 2,
     }
     config.update(settings.extra_config)
     return config

@@ -267,6 +267,12 @@ class WorkerSettings(BaseSettings):
     """Seconds one reconciliation may work before it stops where it is and reports
     ``status: incomplete``; the next run goes on from scratch. Celery's soft and
     hard time limits sit a little above it."""
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the worker's Prometheus ``/metrics``, served by its main process
+    for all its processes; 0 turns it off."""
+    # Prometheus scrapes from outside the pod, so all interfaces by default.
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104
+    """Address the worker's metrics server binds."""
     beat_lock_seconds: float = Field(default=30.0, ge=5)
     """Seconds Beat's schedule lock in Redis lives without renewal. Beat renews it
     on every tick; a Beat killed without releasing it holds back a replacement for

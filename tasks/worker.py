@@ -13,7 +13,9 @@ from typing import Any
 
 from celery import signals
 
-from tasks import logfmt, publishing, settings
+# Imported before the pool forks, so that every child counts into the
+# multiprocess folder the main process serves.
+from tasks import logfmt, metrics, publishing, settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,11 @@ def _setup_logging(loglevel: str | None = None, **_: Any) -> None:
     logfmt.configure_from_environment(loglevel if isinstance(loglevel, str) else None)
 
 
+@signals.worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    metrics.serve()
+
+
 @signals.worker_process_init.connect
 def _create_clients(**_: Any) -> None:
     # Creating the producer only builds librdkafka's handle; it connects in
@@ -32,5 +39,7 @@ def _create_clients(**_: Any) -> None:
 
 
 @signals.worker_process_shutdown.connect
-def _close_clients(**_: Any) -> None:
+def _close_clients(pid: int | None = None, **_: Any) -> None:
     publishing.close_publisher()
+    if pid is not None:
+        metrics.forget_process(pid)

@@ -52,6 +52,8 @@ class Process:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    #: Port of the worker's Prometheus metrics, for workers.
+    metrics_port: int | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -123,7 +125,14 @@ class Monitor:
             "-l",
             "INFO",
         ]
-        return self._start(name, argv)
+        port = free_port()
+        env = {
+            "POD_MONITOR_WORKER_METRICS_HOST": "127.0.0.1",
+            "POD_MONITOR_WORKER_METRICS_PORT": str(port),
+        }
+        process = self._start(name, argv, env)
+        process.metrics_port = port
+        return process
 
     def beat(self, name: str = "beat", env: dict[str, str] | None = None) -> Process:
         """Start ``celery beat`` with the app's scheduler (celery-redbeat)."""

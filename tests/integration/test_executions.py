@@ -8,6 +8,7 @@ worker (started by the ``monitor`` fixture) turn them into events.
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -226,3 +227,31 @@ def _wait_for_phase(
             return
         time.sleep(0.2)
     pytest.fail(f"pod {name} did not reach {phases} in {timeout} s")
+
+
+def test_worker_metrics_count_published_events(monitor: Monitor) -> None:
+    execution_id = new_id("metrics")
+    monitor.submit(execution_id, "print('counted')")
+    monitor.wait_for_terminal([execution_id])
+    worker = monitor.processes["worker"]
+    assert worker.metrics_port is not None
+
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=10
+    ) as response:
+        text = response.read().decode()
+
+    completed = _sample(
+        text,
+        'pod_monitor_worker_events_published_total{event_type="execution.completed"}',
+    )
+    assert completed >= 1
+    assert _sample(text, 'pod_monitor_worker_log_reads_total{status="read"}') >= 1
+    assert "pod_monitor_worker_publish_seconds_bucket" in text
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the worker's metrics:\n{text[:2000]}")
