@@ -45,19 +45,25 @@ def _timestamp(record: logging.LogRecord) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _entry(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, Any]:
+    """Return the fields of one log line, in the order they are printed."""
+    entry: dict[str, Any] = {
+        "ts": _timestamp(record),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+        **record_fields(record),
+    }
+    if record.exc_info:
+        entry["exception"] = formatter.formatException(record.exc_info)
+    return entry
+
+
 class KeyValueFormatter(logging.Formatter):
     """``ts=... level=info logger=... msg="..." key=value ...`` (logfmt)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        pairs: dict[str, Any] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **record_fields(record),
-        }
-        if record.exc_info:
-            pairs["exception"] = self.formatException(record.exc_info)
+        pairs = _entry(self, record)
         return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
 
 
@@ -75,16 +81,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **record_fields(record),
-        }
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+        return orjson.dumps(_entry(self, record), default=str).decode()
 
 
 def configure_logging(log_format: LogFormat, level: str) -> None:
