@@ -56,7 +56,7 @@ _STAGES = {
 
 
 class TerminalReason(enum.StrEnum):
-    """Why an execution ended, for machines; ``message`` is for people."""
+    """The cause of an execution's end, for machines; ``message`` is for people."""
 
     COMPLETED = "completed"
     NON_ZERO_EXIT = "non_zero_exit"
@@ -91,7 +91,7 @@ class TerminalReason(enum.StrEnum):
 
 
 class LogStatus(enum.StrEnum):
-    """What happened when the worker read the container log."""
+    """The outcome of the worker's read of the container log."""
 
     READ = "read"
     #: The API server had no log: the pod was deleted, or the node is gone.
@@ -125,7 +125,7 @@ class CapturedOutput(BaseModel):
     )
 
     encoding: Literal["utf-8", "base64"] = "utf-8"
-    """How ``data`` holds the bytes: as the text itself, or as base64."""
+    """The form of ``data``: the text itself, or the base64 of the bytes."""
     data: str = ""
     """The output, possibly cut; see ``truncated``."""
     size_bytes: int = Field(default=0, ge=0)
@@ -213,7 +213,7 @@ class ExecutionRunningEvent(_Event):
 
 class _TerminalEvent(_Event):
     reason: TerminalReason
-    """Why the execution ended, for machines; ``message`` is for people."""
+    """The cause of the end, for machines; ``message`` is for people."""
     exit_code: int | None = None
     """The program's exit code; None when it never ran or nothing reports it."""
     signal: int | None = None
@@ -225,21 +225,21 @@ class _TerminalEvent(_Event):
     finished_at: datetime | None = None
     """When the execution's container ended, from its status."""
     stdout: CapturedOutput | None = None
-    """What the program wrote on stdout, or the raw container log when no
-    report was read; None when the log could not be read."""
+    """The program's stdout, or the raw container log when no report was
+    read; None when the log could not be read."""
     stderr: CapturedOutput | None = None
-    """What the program wrote on stderr; None without a report, because the
-    raw log mixes both streams."""
+    """The program's stderr; None without a report, because the raw log
+    mixes both streams."""
     resources: ResourceUsage | None = None
     """Resources used, from the report; None without a report."""
     report_found: bool = False
-    """True when the runner's report was read; otherwise ``stdout`` holds
-    the raw container log and ``report_problem`` says why."""
+    """True when the runner's report was read. Otherwise ``stdout`` is the
+    raw container log and ``report_problem`` gives the reason."""
     report_problem: str | None = None
     """Why the report was missing or incomplete: absent, truncated,
     malformed, unsupported_version or invalid_field, with details."""
     log_status: LogStatus = LogStatus.SKIPPED
-    """What happened when the worker read the container log."""
+    """The outcome of the worker's read of the container log."""
     log_error: str | None = None
     """The error of a failed log read."""
 

@@ -1,4 +1,4 @@
-"""From a container log to what the terminal event says about the output.
+"""From a container log to the output fields of the terminal event.
 
 Reads the log through the API server (capped and streamed), parses the
 runner's report from it, and turns the result into a ``LogOutcome``: the
@@ -90,9 +90,9 @@ def facts_of(report: reports.Report) -> RunnerFacts:
             wall_seconds=usage.wall_seconds,
             cpu_user_seconds=usage.user_cpu_seconds,
             cpu_system_seconds=usage.system_cpu_seconds,
-            # The children's peak RSS measures the program itself; the
-            # cgroup's peak also counts page cache and the runner, and where
-            # no container isolates it, the whole host.
+            # The children's peak RSS measures the program itself. The
+            # cgroup's peak also counts page cache and the runner, and it
+            # counts the whole host where no container isolates the run.
             peak_memory_bytes=(
                 usage.max_rss_bytes
                 if usage.max_rss_bytes is not None

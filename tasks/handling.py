@@ -1,7 +1,7 @@
 """Handling one pod snapshot: plan, read the log, publish, record.
 
 Both the pod-change task and the reconciliation come through here, so a
-snapshot has the same effect whoever found it. The order of the steps is
+snapshot has the same effect, from the watch or from a list. The order of the steps is
 the delivery contract:
 
 1. Take the execution's lock, so no other task emits for it meanwhile.
@@ -76,11 +76,13 @@ def handle(
     give_up_on_log: bool = False,
     now: datetime | None = None,
 ) -> Result:
-    """Emit the events that ``snapshot`` calls for, each at most once.
+    """Emit the events that ``snapshot`` calls for and the state lacks.
 
-    ``give_up_on_log`` makes a failing log read end in an event that says
-    the log could not be read, instead of a ``LogReadError``; the task sets
-    it on its last attempt. Raises ``RetryableError`` subclasses for
+    An event is emitted once, unless the process dies between Kafka's
+    confirmation and the state write; then the next attempt emits it again
+    with the same id. ``give_up_on_log`` makes a failing log read end in an
+    event that reports the failed read, instead of a ``LogReadError``, and
+    the task sets it on its last attempt. Raises ``RetryableError`` subclasses for
     failures a later attempt may not meet.
     """
     fields = _log_fields(snapshot)

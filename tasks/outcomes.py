@@ -10,8 +10,8 @@ execution, and returns the events to emit now. Its rules:
 - Stages only move forward: nothing of an earlier stage is emitted after a
   later one, and nothing at all after the terminal event.
 - A terminal outcome that needs the container log (the runner's report)
-  comes back as a ``TerminalVerdict``; the task reads the log and calls
-  ``terminal_event`` to build the event.
+  comes back as a ``TerminalVerdict``. The task then reads the log and
+  calls ``terminal_event`` to build the event.
 
 The classification follows what mature systems do: the Job controller
 counts a pod with a deletionTimestamp that did not succeed as failed,
@@ -114,7 +114,7 @@ class ExecutionState:
 
 @dataclass(frozen=True)
 class TerminalVerdict:
-    """How an execution ended, as far as the pod's status shows."""
+    """The end of an execution, as far as the pod's status shows it."""
 
     event_type: EventType
     reason: TerminalReason

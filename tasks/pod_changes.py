@@ -8,8 +8,7 @@ The decision to acknowledge, retry or reject is made here and only here:
   execution is locked) is retried with capped exponential backoff; Kafka
   and lock failures retry without limit, because giving up loses an event;
 - a log that stays unreadable ends, after ``LOG_READ_ATTEMPTS`` failed
-  reads spread over minutes, in an event that says the log could not be
-  read;
+  reads spread over minutes, in an event that reports the failed read;
 - any other exception is a bug: retried a few times, then failed.
 
 Log-read failures and unexpected exceptions are counted in the task's own

@@ -3,7 +3,7 @@
 One producer per worker process, created in that process: librdkafka's
 threads do not survive ``fork()``, and the prefork pool forks after import.
 The producer is idempotent with ``acks=all``, so its own retries neither
-reorder nor duplicate an execution's events; a task that runs twice can
+reorder nor duplicate an execution's events. A task that runs twice can
 still publish an event twice, with the same event id.
 
 Records follow the binary mode of the CloudEvents Kafka protocol binding
@@ -56,7 +56,7 @@ class KafkaRecord:
 
 @dataclass(frozen=True)
 class Delivery:
-    """Where Kafka stored an event."""
+    """The partition and offset at which Kafka stored an event."""
 
     partition: int
     offset: int
@@ -147,7 +147,7 @@ class Publisher:
                 logger.warning("Kafka producer queue full, attempt %d of 3", attempt)
                 self._producer.poll(1.0)
             except KafkaException as error:
-                raise PublishError(f"Kafka refused the record: {error}") from error
+                raise PublishError(f"producing the record failed: {error}") from error
         raise PublishError("Kafka producer queue stayed full")
 
 

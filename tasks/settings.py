@@ -86,7 +86,7 @@ DEFAULT_FATAL_WAITING_REASONS = (
 
 
 class PodSelection(BaseSettings):
-    """Which pods are execution pods and where their execution id is."""
+    """The selection of execution pods and the place of their execution id."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
@@ -229,7 +229,7 @@ class KafkaSettings(BaseSettings):
 
 
 class LogSettings(BaseSettings):
-    """How the workers read container logs."""
+    """Limits of the workers' container log reads."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX + "CONTAINER_LOG_",

@@ -30,7 +30,7 @@ MAX_MESSAGE_CHARS = 2048
 
 
 class Source(enum.StrEnum):
-    """What produced a snapshot."""
+    """The producer of a snapshot."""
 
     WATCH = "watch"
     RECONCILE = "reconcile"
@@ -76,7 +76,7 @@ class ConditionSnapshot(_Frozen):
 
 
 class PodSnapshot(_Frozen):
-    """What the workers need to know about one pod at one resourceVersion."""
+    """The state of one pod at one resourceVersion, as the workers need it."""
 
     uid: str
     namespace: str

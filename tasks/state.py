@@ -113,8 +113,9 @@ class StateStore:
             try:
                 lock.release()
             except LockError:
-                # The lock expired while the task ran: another task may have
-                # taken it since. Nothing to undo; say so for the operator.
+                # The lock expired while the task ran, so another task may have
+                # taken it since. Nothing can be undone; the warning tells the
+                # operator.
                 logger.warning(
                     "execution lock expired before release",
                     extra={"execution_id": execution_id},

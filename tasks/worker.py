@@ -1,8 +1,8 @@
 """Per-process setup of the Celery workers: logging, clients after fork.
 
-``worker_process_init`` runs in each prefork child right after the fork; the
-Kafka producer and the Kubernetes client are created there, never in the
-parent, because neither survives a fork. A handler that blocks for more
+``worker_process_init`` runs in each prefork child right after the fork.
+The Kafka producer is created there, never in the parent, because
+librdkafka's threads do not survive a fork. A handler that blocks for more
 than 4 seconds gets the child killed, so nothing here waits on a network.
 """
 
