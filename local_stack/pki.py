@@ -97,7 +97,7 @@ def ensure_pki(directory: Path) -> Pki:
     )
     if not pki.service_account_key.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_key(pki.service_account_key, key)
+        write_private_key(pki.service_account_key, key)
     return pki
 
 
@@ -133,7 +133,7 @@ def _write_ca(pki: Pki) -> None:
         )
         .sign(key, hashes.SHA256())
     )
-    _write_key(pki.path("ca.key"), key)
+    write_private_key(pki.path("ca.key"), key)
     pki.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -182,11 +182,14 @@ def _ensure_leaf(
             x509.SubjectAlternativeName(san), critical=False
         )
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write_key(key_path, key)
+    write_private_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+def write_private_key(
+    path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM, readable by its owner only."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

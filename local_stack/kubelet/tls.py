@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from local_stack.pki import write_private_key
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +57,7 @@ def ensure_certificate(state_dir: Path, node_name: str) -> tuple[Path, Path]:
         )
         .sign(key, hashes.SHA256())
     )
-    key_bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as key_file:
-        key_file.write(key_bytes)
+    write_private_key(key_path, key)
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     logger.info("serving certificate created", extra={"path": str(cert_path)})
     return cert_path, key_path
