@@ -78,12 +78,14 @@ def handle(
 ) -> Result:
     """Emit the events that ``snapshot`` calls for and the state lacks.
 
-    An event is emitted once, unless the process dies between Kafka's
-    confirmation and the state write; then the next attempt emits it again
-    with the same id. ``give_up_on_log`` makes a failing log read end in an
-    event that reports the failed read, instead of a ``LogReadError``, and
-    the task sets it on its last attempt. Raises ``RetryableError`` subclasses for
-    failures a later attempt may not meet.
+    An event is emitted once. The exception is a process that dies between
+    Kafka's confirmation and the state write: the next attempt then emits
+    the event again, with the same id.
+
+    ``give_up_on_log`` makes a failing log read end in an event that
+    reports the failed read, instead of a ``LogReadError``. The task sets it
+    on its last attempt. Raises ``RetryableError`` subclasses for failures
+    a later attempt may not meet.
     """
     fields = _log_fields(snapshot)
     execution_id = snapshot.execution_id

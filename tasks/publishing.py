@@ -7,7 +7,7 @@ reorder nor duplicate an execution's events. A task that runs twice can
 still publish an event twice, with the same event id.
 
 Records follow the binary mode of the CloudEvents Kafka protocol binding
-1.0: the event is the value, its attributes are ``ce_*`` headers, and the
+1.0: the event is the value and its attributes are ``ce_*`` headers. The
 key is the execution id, so all events of one execution land in one
 partition, in order.
 """
